@@ -1,0 +1,45 @@
+"""LPIPS (AlexNet) that never fails with a network traceback.
+
+torchmetrics' LPIPS loads torchvision's AlexNet ImageNet weights, downloading them into
+``$TORCH_HOME/hub/checkpoints`` when missing. Offline, that is a urllib stack trace; here it is one
+line that says how to provide the file, and evaluation goes on without the LPIPS metric.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+
+
+def alexnet_weights_path() -> Path:
+    """Where torchvision looks for the AlexNet weights (``$TORCH_HOME/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
+
+
+def lpips_help() -> str:
+    return (
+        f"LPIPS is off: the AlexNet weights {alexnet_weights_path()} are missing and could not be "
+        f"downloaded. Put {ALEXNET_FILE} in $TORCH_HOME/hub/checkpoints/ (offline copy: "
+        "export TORCH_HOME=<path>/shared/torch_home) to get LPIPS."
+    )
+
+
+def make_lpips() -> Optional[nn.Module]:
+    """torchmetrics' LPIPS (AlexNet, inputs in [0, 1]), or None with a one-line message."""
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return LearnedPerceptualImagePatchSimilarity(normalize=True)
+    except Exception:  # noqa: BLE001  (URLError, OSError, HTTP errors, corrupt files…)
+        from nerfstudio.utils.rich_utils import CONSOLE
+
+        CONSOLE.print(f"[yellow]{lpips_help()}")
+        return None
