@@ -70,9 +70,9 @@ def bounded_factor(raw: Tensor, max_value: float) -> Tensor:
     return 1.0 + (max_value - 1.0) * torch.sigmoid(raw)
 
 
-def coc_scale_beta(raw: Tensor) -> Tensor:
-    """CoC scaling β ∈ (0, 1] (Sec. 4.3) from raw outputs."""
-    return torch.sigmoid(raw)
+def coc_scale_beta(raw: Tensor, floor: float = 1e-4) -> Tensor:
+    """CoC scaling β ∈ (0, 1] (Sec. 4.3) from raw outputs; ``floor`` keeps it > 0 in float32."""
+    return floor + (1.0 - floor) * torch.sigmoid(raw)
 
 
 def unit_directions(raw: Tensor, eps: float = 1e-6) -> Tensor:

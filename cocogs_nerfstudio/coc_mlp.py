@@ -28,8 +28,8 @@ class CocMLP(nn.Module):
 
     Inputs (detached by the caller): frequency-encoded mean (``mean_freqs``) and camera centre
     (``cam_freqs``), activated scale and unit quaternion: 3(1+2·3) + 3(1+2·10) + 3 + 4 = 91
-    inputs with the defaults, as in the official code. ``K`` comes out as ``softplus(raw)/ln 2``,
-    i.e. 1.0 for a zero raw output; the model multiplies it by its aperture unit.
+    inputs with the defaults, as in the official code. ``K`` comes out as ``softplus(raw)/ln 2``
+    (+1e-4), i.e. ≈ 1 for a zero raw output; the model multiplies it by its aperture unit.
     """
 
     def __init__(
@@ -79,7 +79,7 @@ class CocMLP(nn.Module):
         raw_k, raw_beta, rest = out[:, 0], out[:, 1 : 1 + m], out[:, 1 + m :]
         rest = rest.reshape(n, m, 10).transpose(0, 1)  # [M, N, 10]
         return CocOutputs(
-            aperture=F.softplus(raw_k) / math.log(2.0),
+            aperture=F.softplus(raw_k) / math.log(2.0) + 1e-4,  # > 0 even where softplus underflows
             beta=coc_scale_beta(raw_beta.T),
             directions=unit_directions(rest[..., 0:3]),
             scale_factors=bounded_factor(rest[..., 3:6], self.max_scale_factor),

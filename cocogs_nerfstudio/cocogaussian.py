@@ -379,7 +379,6 @@ class CoCoGaussianModel(SplatfactoModel):
             info=self.combined_info(),
             packed=False,
         )
-        self._infos = []
 
     # ------------------------------------------------------------------ params, checkpoints
     def get_param_groups(self) -> Dict[str, List[Parameter]]:

@@ -196,24 +196,29 @@ def _composite_band(
     absgrad_buf: Optional[Tensor],
 ) -> Tuple[Tensor, Tensor]:
     """Alpha-composite the (Gaussian, pixel) pairs of one band; Gaussians are in depth order."""
-    pair_ids = box
-    m2d = means2d[pair_ids]
+
+    def pair_alpha(ids: Tensor, x: Tensor, y: Tensor, m2d: Tensor) -> Tuple[Tensor, Tensor]:
+        dx = m2d[:, 0] - (x.to(m2d.dtype) + 0.5)
+        dy = m2d[:, 1] - (y.to(m2d.dtype) + 0.5)
+        con = conics[ids]
+        sigma = 0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) + con[:, 1] * dx * dy
+        return sigma, torch.clamp(opacities[ids] * torch.exp(-sigma), max=ALPHA_MAX)
+
+    with torch.no_grad():  # drop negligible pairs first: autograd then only sees the rest
+        sigma, alpha = pair_alpha(box, px, py, means2d[box])
+        keep = ((sigma >= 0) & (alpha >= ALPHA_MIN)).nonzero().squeeze(1)
+        gid, px, py = box[keep], px[keep], py[keep]
+        # stable sort by pixel keeps the depth order within each pixel
+        pix, order = torch.sort(py * width + px, stable=True)
+        gid, px, py = gid[order], px[order], py[order]
+    m2d = means2d[gid]
     if absgrad_buf is not None and m2d.requires_grad:
 
         def _accumulate_abs(grad: Tensor) -> None:
-            absgrad_buf.index_add_(0, pair_ids, grad.abs())
+            absgrad_buf.index_add_(0, gid, grad.abs())
 
         m2d.register_hook(_accumulate_abs)
-    dx = m2d[:, 0] - (px.to(m2d.dtype) + 0.5)
-    dy = m2d[:, 1] - (py.to(m2d.dtype) + 0.5)
-    con = conics[box]
-    sigma = 0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) + con[:, 1] * dx * dy
-    alpha = torch.clamp(opacities[box] * torch.exp(-sigma), max=ALPHA_MAX)
-    keep = ((sigma >= 0) & (alpha >= ALPHA_MIN)).nonzero().squeeze(1)
-    alpha, gid, pix = alpha[keep], pair_ids[keep], (py * width + px)[keep]
-    # stable sort by pixel keeps the depth order within each pixel
-    pix, order = torch.sort(pix, stable=True)
-    alpha, gid = alpha[order], gid[order]
+    _, alpha = pair_alpha(gid, px, py, m2d)
 
     log1m = torch.log1p(-alpha.double())
     incl = torch.cumsum(log1m, 0)

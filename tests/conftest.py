@@ -1,0 +1,34 @@
+"""Shared test setup: offline LPIPS weights, one thread, no torch.compile, a demo scene."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+os.environ.setdefault("TORCH_HOME", str(SHARED / "torch_home"))
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ.get("COCOGS_TEST_THREADS", "1")))
+
+
+@pytest.fixture(scope="session")
+def demo_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled demo scene, rendered once per session (a few seconds)."""
+    from cocogs_nerfstudio.demo_scene import make_demo_scene
+
+    out = tmp_path_factory.mktemp("demo_scene")
+    make_demo_scene(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = SHARED / "data"
+    if not path.is_dir():
+        pytest.skip("../shared/data is not present")
+    return path

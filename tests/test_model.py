@@ -1,0 +1,141 @@
+"""The CoCoGaussian model inside nerfstudio: CoC training step, densification, sharp render, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import make_trainer, run_iteration
+
+
+@pytest.fixture()
+def coc_trainer(demo_scene: Path, tmp_path: Path):
+    # CoC on from step 0 so that one iteration exercises the whole model
+    return make_trainer(demo_scene, tmp_path, steps=10, name="coc", coc_start_step=0)
+
+
+def _grads_after_one_step(trainer) -> dict:
+    model = trainer.pipeline.model
+    model.train()
+    captured = {}
+    original = trainer.optimizers.optimizer_step_all
+
+    def capture() -> None:
+        captured.update(
+            K_mlp=model.coc_mlp.head.weight.grad[0].abs().sum().item(),
+            focus=model.focus_log.grad.abs().sum().item() if model.focus_log.grad is not None else 0.0,
+            cnn=sum(p.grad.abs().sum().item() for p in model.blend_cnn.parameters()),
+            means=model.means.grad.abs().sum().item(),
+            opacities=model.opacities.grad.abs().sum().item(),
+            features_dc=model.features_dc.grad.abs().sum().item(),
+        )
+        original()
+
+    trainer.optimizers.optimizer_step_all = capture
+    run_iteration(trainer, 0)
+    return captured
+
+
+def test_one_step_reaches_aperture_mlp_focus_cnn_and_gaussians(coc_trainer) -> None:
+    grads = _grads_after_one_step(coc_trainer)
+    for name, value in grads.items():
+        assert value > 0, f"no gradient reached {name}"
+
+
+def test_focus_initialised_from_sfm_points(coc_trainer) -> None:
+    model = coc_trainer.pipeline.model
+    cams = coc_trainer.pipeline.datamanager.train_dataset.cameras
+    pts = coc_trainer.pipeline.datamanager.train_dataparser_outputs.metadata["points3D_xyz"]
+    expected = torch.cdist(cams.camera_to_worlds[:, :3, 3], pts.float()).mean(1)
+    assert bool(model.focus_initialized.all())
+    assert torch.allclose(model.focus_distance().detach(), expected, rtol=1e-4)
+
+
+def test_sharp_render_is_the_base_gaussians_alone(coc_trainer) -> None:
+    model = coc_trainer.pipeline.model
+    dm = coc_trainer.pipeline.datamanager
+    camera, _ = dm.next_train(0)
+    model.train()
+    model.step = 5
+    out = model.get_outputs(camera)
+    assert "rgb_sharp" in out and out["blend_weights"].shape[0] == model.config.num_coc_sets + 1
+    assert torch.allclose(out["blend_weights"].sum(0), torch.ones_like(out["blend_weights"][0]), atol=1e-5)
+    model.eval()
+    with torch.no_grad():
+        sharp = model.get_outputs(camera)["rgb"]
+    # the training render's base image used the random background; compare with a plain
+    # rasterization of the base Gaussians under the eval background
+    from cocogs_nerfstudio.rasterize import rasterize, viewmats_from_camera_to_worlds
+
+    with torch.no_grad():
+        colors = torch.cat([model.features_dc[:, None], model.features_rest], 1)
+        render, alpha, _ = rasterize(
+            model.means, model.quats, torch.exp(model.scales), torch.sigmoid(model.opacities).squeeze(-1),
+            colors, viewmats_from_camera_to_worlds(camera.camera_to_worlds), camera.get_intrinsics_matrices(),
+            int(camera.width), int(camera.height), sh_degree=min(model.step // model.config.sh_degree_interval, 3),
+        )  # fmt: skip
+        expected = torch.clamp(render[0] + (1 - alpha[0]) * model.background_color, 0, 1)
+    assert torch.allclose(sharp, expected, atol=1e-6)
+    assert not torch.allclose(out["rgb"].detach(), out["rgb_sharp"].detach())  # the blend is not the sharp image
+
+
+def test_eval_and_novel_cameras_never_use_a_training_focus(coc_trainer) -> None:
+    model = coc_trainer.pipeline.model
+    camera, _ = coc_trainer.pipeline.datamanager.next_eval_image(0)
+    # even a camera that carries an index (into the eval set, or from a camera path) is sharp
+    camera.metadata = {"cam_idx": 0}
+    model.eval()
+    with torch.no_grad():
+        out = model.get_outputs(camera)
+    assert "blend_weights" not in out
+
+
+def test_densification_counts_the_coc_renders(demo_scene: Path, tmp_path: Path) -> None:
+    stats, infos = {}, {}
+    for m in (4, 0):
+        trainer = make_trainer(demo_scene, tmp_path / str(m), steps=5, name=f"m{m}", coc_start_step=0, num_coc_sets=m)
+        torch.manual_seed(0)
+        run_iteration(trainer, 0)
+        model = trainer.pipeline.model
+        stats[m] = (model.strategy_state["grad2d"].clone(), model.strategy_state["count"].clone())
+        infos[m] = model._infos
+    assert len(infos[4]) == 5 and len(infos[0]) == 1
+    # what gsplat's strategy must have seen: the absgrads of all five renders, summed per Gaussian
+    total = sum(i["means2d"].absgrad for i in infos[4])[0]
+    w, h = infos[4][0]["width"], infos[4][0]["height"]
+    visible = torch.stack([i["radii"][0] > 0 for i in infos[4]]).any(0)
+    expected = (total * torch.tensor([w / 2, h / 2])).norm(dim=-1) * visible
+    grad4, count4 = stats[4]
+    assert torch.allclose(grad4, expected, rtol=1e-4, atol=1e-9)
+    assert torch.equal(count4, visible.float())
+    # the CoC renders did contribute: their share of the statistic is far from zero
+    base_only = (infos[4][0]["means2d"].absgrad[0] * torch.tensor([w / 2, h / 2])).norm(dim=-1)
+    assert grad4.sum() > 1.5 * base_only.sum()
+    # and with M = 0 the statistic is the single base render's
+    grad0, _ = stats[0]
+    only = (infos[0][0]["means2d"].absgrad[0] * torch.tensor([w / 2, h / 2])).norm(dim=-1)
+    assert torch.allclose(grad0, only * (infos[0][0]["radii"][0] > 0), rtol=1e-4, atol=1e-9)
+
+
+def test_resume_round_trip(demo_scene: Path, tmp_path: Path) -> None:
+    trainer = make_trainer(demo_scene, tmp_path, steps=6, name="a", coc_start_step=0)
+    trainer.train()
+    ckpt_dir = trainer.checkpoint_dir
+    saved = {k: v.detach().clone() for k, v in trainer.pipeline.model.state_dict().items()}
+    assert any(k.startswith("coc_mlp.") for k in saved) and "focus_log" in saved and "focus_unit" in saved
+
+    from helpers import trainer_config
+
+    cfg = trainer_config(demo_scene, tmp_path, steps=8, name="b", coc_start_step=0)
+    cfg.load_dir = ckpt_dir
+    resumed = cfg.setup(local_rank=0, world_size=1)
+    resumed.setup()
+    loaded = resumed.pipeline.model.state_dict()
+    assert saved.keys() == loaded.keys()
+    for k, v in saved.items():
+        assert torch.equal(v, loaded[k]), k
+    assert resumed._start_step == 6 and resumed.pipeline.model.step == 6
+    resumed.train()  # nerfstudio trains max_num_iterations more steps: 6 -> 14
+    assert int(resumed.pipeline.model.trained_steps) == 14

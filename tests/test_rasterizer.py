@@ -1,0 +1,197 @@
+"""The CPU rasterizer against hand-computed values, and against gsplat on CUDA."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cocogs_nerfstudio.rasterize import rasterize, select_backend, viewmats_from_camera_to_worlds
+from cocogs_nerfstudio.torch_rasterizer import eval_sh_colors, project_gaussians
+
+FX = 100.0
+SIZE = 21  # odd: the principal point (10.5) is the centre of pixel (10, 10)
+
+
+def _camera(n: int = 1):
+    viewmats = torch.eye(4).expand(n, 4, 4).clone()
+    Ks = torch.tensor([[FX, 0.0, SIZE / 2], [0.0, FX, SIZE / 2], [0.0, 0.0, 1.0]]).expand(n, 3, 3).clone()
+    return viewmats, Ks
+
+
+def _isotropic_scale_for(sigma_px: float, depth: float, eps2d: float = 0.3) -> float:
+    """World scale whose 2D std, after the eps2d low-pass, is ``sigma_px`` pixels."""
+    return math.sqrt(sigma_px**2 - eps2d) * depth / FX
+
+
+def test_single_gaussian_centre_and_one_sigma() -> None:
+    depth, opacity = 2.0, 0.8
+    means = torch.tensor([[0.0, 0.0, depth]])
+    scales = torch.full((1, 3), _isotropic_scale_for(2.0, depth))
+    viewmats, Ks = _camera()
+    render, alpha, info = rasterize(
+        means, torch.tensor([[1.0, 0, 0, 0]]), scales, torch.tensor([opacity]),
+        torch.tensor([[1.0, 0.5, 0.0]]), viewmats, Ks, SIZE, SIZE, render_mode="RGB+ED",
+    )  # fmt: skip
+    assert render.shape == (1, SIZE, SIZE, 4) and alpha.shape == (1, SIZE, SIZE, 1)
+    # centre pixel: alpha = opacity, colour = colour · opacity, expected depth = depth
+    assert alpha[0, 10, 10, 0].item() == pytest.approx(opacity, abs=1e-6)
+    assert render[0, 10, 10, :3].tolist() == pytest.approx([0.8, 0.4, 0.0], abs=1e-6)
+    assert render[0, 10, 10, 3].item() == pytest.approx(depth, abs=1e-5)
+    # two pixels right = one standard deviation (σ = 2 px): alpha = opacity · e^{-1/2}
+    expected = opacity * math.exp(-0.5)
+    assert alpha[0, 10, 12, 0].item() == pytest.approx(expected, abs=1e-5)
+    assert alpha[0, 12, 10, 0].item() == pytest.approx(expected, abs=1e-5)
+    assert render[0, 10, 12, 0].item() == pytest.approx(expected, abs=1e-5)
+    # radius = ceil(3·sqrt(λ_max + 0.1)): gsplat floors the eigenvalue gap at sqrt(0.01) -> 7
+    assert int(info["radii"][0, 0]) == math.ceil(3 * math.sqrt(4.0 + 0.1)) == 7
+    assert alpha[0, 0, 0, 0].item() == 0.0
+    assert info["means2d"][0, 0].tolist() == pytest.approx([10.5, 10.5])
+
+
+def test_two_gaussians_depth_order_transmittance_background() -> None:
+    # given back-to-front on purpose: the rasterizer must sort by depth
+    means = torch.tensor([[0.0, 0.0, 3.0], [0.0, 0.0, 2.0]])
+    colors = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # back green, front red
+    opacities = torch.tensor([0.6, 0.5])
+    background = torch.tensor([[0.0, 0.0, 1.0]])
+    viewmats, Ks = _camera()
+    render, alpha, _ = rasterize(
+        means, torch.tensor([[1.0, 0, 0, 0]] * 2), torch.full((2, 3), 0.05), opacities, colors,
+        viewmats, Ks, SIZE, SIZE, backgrounds=background, render_mode="RGB+ED",
+    )  # fmt: skip
+    # front: 0.5 · red; back: T=0.5 · 0.6 · green; background: T = 0.5 · 0.4 = 0.2
+    assert render[0, 10, 10, :3].tolist() == pytest.approx([0.5, 0.3, 0.2], abs=1e-6)
+    assert alpha[0, 10, 10, 0].item() == pytest.approx(0.8, abs=1e-6)
+    # expected depth = Σ w_i z_i / Σ w_i, the background adds no depth
+    assert render[0, 10, 10, 3].item() == pytest.approx((0.5 * 2 + 0.3 * 3) / 0.8, abs=1e-5)
+    # a pixel no Gaussian reaches shows the background
+    assert render[0, 0, 0, :3].tolist() == pytest.approx([0.0, 0.0, 1.0])
+
+
+def test_saturated_pixel_stops_compositing() -> None:
+    # three opaque Gaussians: after two at alpha 0.999, T = 1e-6 < 1e-4 -> the second is excluded
+    means = torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 2.5], [0.0, 0.0, 3.0]])
+    colors = torch.eye(3)
+    viewmats, Ks = _camera()
+    render, alpha, _ = rasterize(
+        means, torch.tensor([[1.0, 0, 0, 0]] * 3), torch.full((3, 3), 0.05), torch.ones(3), colors,
+        viewmats, Ks, SIZE, SIZE,
+    )  # fmt: skip
+    # first Gaussian: alpha clamped to 0.999; the next would bring T to 1e-6 -> pixel done
+    assert render[0, 10, 10].tolist() == pytest.approx([0.999, 0.0, 0.0], abs=1e-6)
+    assert alpha[0, 10, 10, 0].item() == pytest.approx(0.999, abs=1e-6)
+
+
+def test_gradients_reach_every_parameter() -> None:
+    torch.manual_seed(0)
+    n = 20
+    means = (torch.randn(n, 3) * 0.2 + torch.tensor([0.0, 0.0, 2.5])).requires_grad_()
+    quats = torch.randn(n, 4).requires_grad_()
+    scales = (torch.rand(n, 3) * 0.05 + 0.02).requires_grad_()
+    opacities = (torch.rand(n) * 0.5 + 0.2).requires_grad_()
+    sh = (torch.randn(n, 4, 3) * 0.3).requires_grad_()
+    viewmats, Ks = _camera()
+    render, alpha, info = rasterize(
+        means, quats, scales, opacities, sh, viewmats, Ks, SIZE, SIZE, sh_degree=1, absgrad=True,
+        backgrounds=torch.rand(1, 3), render_mode="RGB+ED",
+    )  # fmt: skip
+    info["means2d"].retain_grad()
+    (render[..., :3] * torch.rand_like(render[..., :3])).sum().backward()
+    for name, t in dict(means=means, quats=quats, scales=scales, opacities=opacities, sh=sh).items():
+        assert t.grad is not None and torch.isfinite(t.grad).all(), name
+        assert t.grad.abs().sum() > 0, name
+    g2d = info["means2d"].grad
+    assert g2d.shape == (1, n, 2) and g2d.abs().sum() > 0
+    # absgrad sums |per-pixel gradient|: never smaller than |sum of per-pixel gradients|
+    assert (info["means2d"].absgrad >= g2d.abs() - 1e-6).all()
+    assert info["means2d"].absgrad.sum() > g2d.abs().sum()
+
+
+def test_gaussians_behind_camera_are_culled_without_nan() -> None:
+    means = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 2.0]], requires_grad=True)
+    viewmats, Ks = _camera()
+    render, _, info = rasterize(
+        means, torch.tensor([[1.0, 0, 0, 0]] * 3), torch.full((3, 3), 0.05), torch.full((3,), 0.5),
+        torch.ones(3, 3), viewmats, Ks, SIZE, SIZE,
+    )  # fmt: skip
+    render.sum().backward()
+    assert info["radii"][0].tolist()[:2] == [0, 0] and info["radii"][0, 2] > 0
+    assert torch.isfinite(means.grad).all()
+
+
+def test_bands_give_the_same_image_as_one_pass() -> None:
+    from cocogs_nerfstudio.torch_rasterizer import rasterize_torch
+
+    torch.manual_seed(1)
+    n = 200
+    means = torch.randn(n, 3) * 0.3 + torch.tensor([0.0, 0.0, 2.5])
+    args = (means, torch.randn(n, 4), torch.rand(n, 3) * 0.05, torch.rand(n), torch.rand(n, 3), *_camera(), SIZE, SIZE)
+    one, a1, _ = rasterize_torch(*args)
+    banded, a2, _ = rasterize_torch(*args, max_pairs=500)
+    assert torch.allclose(one, banded, atol=1e-6) and torch.allclose(a1, a2, atol=1e-6)
+
+
+def test_sh_degree_zero_is_constant_colour() -> None:
+    coeffs = torch.zeros(1, 1, 3)
+    coeffs[0, 0] = torch.tensor([1.0, -1.0, 0.0])
+    rgb = eval_sh_colors(0, torch.tensor([[0.3, -0.2, 1.0]]), coeffs)
+    c0 = 0.28209479177387814
+    assert rgb[0].tolist() == pytest.approx([0.5 + c0, max(0.0, 0.5 - c0), 0.5])
+
+
+def test_viewmat_matches_opengl_to_opencv_convention() -> None:
+    # nerfstudio camera at (1, 2, 3) looking down -z (identity rotation, OpenGL axes)
+    c2w = torch.tensor([[[1.0, 0, 0, 1], [0, 1, 0, 2], [0, 0, 1, 3]]])
+    view = viewmats_from_camera_to_worlds(c2w)
+    point = torch.tensor([1.0, 2.0, 1.0, 1.0])  # 2 units in front of the camera
+    assert (view[0] @ point).tolist() == pytest.approx([0.0, 0.0, 2.0, 1.0])
+
+
+def test_projection_matches_ewa_by_hand() -> None:
+    # anisotropic Gaussian off-axis: Σ₂D = J Σ Jᵀ + 0.3 I with J of the perspective map
+    means = torch.tensor([[0.2, -0.1, 2.0]])
+    scales = torch.tensor([[0.05, 0.02, 0.03]])
+    viewmats, Ks = _camera()
+    radii, means2d, depths, conics, _ = project_gaussians(means, torch.tensor([[1.0, 0, 0, 0]]), scales, viewmats, Ks, SIZE, SIZE)
+    x, y, z = 0.2, -0.1, 2.0
+    J = torch.tensor([[FX / z, 0, -FX * x / z**2], [0, FX / z, -FX * y / z**2]])
+    cov2d = J @ torch.diag(scales[0] ** 2) @ J.T + 0.3 * torch.eye(2)
+    inv = torch.linalg.inv(cov2d)
+    assert conics[0, 0].tolist() == pytest.approx([inv[0, 0].item(), inv[0, 1].item(), inv[1, 1].item()], rel=1e-5)
+    assert means2d[0, 0].tolist() == pytest.approx([FX * x / z + SIZE / 2, FX * y / z + SIZE / 2])
+    assert depths[0, 0].item() == pytest.approx(2.0)
+
+
+def test_cpu_tensors_select_the_torch_backend() -> None:
+    assert select_backend(torch.device("cpu")) == "torch"
+    with pytest.raises(RuntimeError):
+        select_backend(torch.device("cpu"), "gsplat")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA for gsplat's kernels")
+def test_parity_with_gsplat_on_cuda() -> None:
+    torch.manual_seed(0)
+    n, w, h = 2000, 128, 96
+    means = torch.randn(n, 3) * torch.tensor([1.0, 0.8, 0.5]) + torch.tensor([0.0, 0.0, 4.0])
+    quats, scales = torch.randn(n, 4), torch.rand(n, 3) * 0.05 + 0.01
+    opacities, sh = torch.rand(n) * 0.9, torch.randn(n, 16, 3) * 0.3
+    viewmats = torch.eye(4)[None]
+    Ks = torch.tensor([[[120.0, 0, w / 2], [0, 120.0, h / 2], [0, 0, 1]]])
+    bg = torch.tensor([[0.1, 0.2, 0.3]])
+    outs = {}
+    for dev in ("cpu", "cuda"):
+        args = [t.to(dev).requires_grad_() for t in (means, quats, scales, opacities, sh)]
+        render, alpha, info = rasterize(
+            *args, viewmats.to(dev), Ks.to(dev), w, h, sh_degree=3, backgrounds=bg.to(dev),
+            render_mode="RGB+ED", absgrad=True,
+        )  # fmt: skip
+        info["means2d"].retain_grad()
+        render[..., :3].sum().backward()
+        outs[dev] = (render.detach().cpu(), alpha.detach().cpu(), info["radii"].cpu(), args[0].grad.cpu())
+    cpu, gpu = outs["cpu"], outs["cuda"]
+    assert (cpu[2] == gpu[2]).all()
+    assert (cpu[0][..., :3] - gpu[0][..., :3]).abs().max() < 2e-2  # 3σ box vs 16-px tiles
+    assert (cpu[1] - gpu[1]).abs().max() < 2e-2
+    assert torch.allclose(cpu[3], gpu[3], atol=5e-2, rtol=5e-2)
