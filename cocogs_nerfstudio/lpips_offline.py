@@ -41,5 +41,5 @@ def make_lpips() -> Optional[nn.Module]:
     except Exception:  # noqa: BLE001  (URLError, OSError, HTTP errors, corrupt files…)
         from nerfstudio.utils.rich_utils import CONSOLE
 
-        CONSOLE.print(f"[yellow]{lpips_help()}")
+        CONSOLE.print(f"[yellow]{lpips_help()}", soft_wrap=True)
         return None

@@ -14,13 +14,13 @@ from __future__ import annotations
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
-from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from cocogs_nerfstudio.cocogaussian import CoCoGaussianModelConfig
+from cocogs_nerfstudio.dataparser import DeblurNerfDataParserConfig
 from cocogs_nerfstudio.pipeline import CoCoGaussianPipelineConfig
 
 
@@ -54,7 +54,7 @@ def make_trainer_config(
         machine=MachineConfig(device_type=device),
         pipeline=CoCoGaussianPipelineConfig(
             datamanager=FullImageDatamanagerConfig(
-                dataparser=NerfstudioDataParserConfig(load_3D_points=True),
+                dataparser=DeblurNerfDataParserConfig(),
                 cache_images_type="uint8",
             ),
             model=model or CoCoGaussianModelConfig(),

@@ -1,0 +1,272 @@
+"""Dataparser for the defocus benchmarks' LLFF layout (Deblur-NeRF, DoF-NeRF, NeRF-LLFF).
+
+Layout: ``poses_bounds.npy`` (N×17: a 3×5 ``[R | t | hwf]`` in LLFF axes [down, right, back],
+then near/far), images sorted by name in ``images/`` or downscaled ``images_K/`` (hwf is for the
+full-size images: intrinsics are scaled to the actual image size), COLMAP ``sparse/0`` with the
+SfM points in the same world frame, and a file named ``hold=N``: image i (after sorting) is a
+test image when i % N == 0.
+
+A folder without ``poses_bounds.npy`` but with ``transforms.json`` is read as nerfstudio data
+(its ``ply_file_path`` points loaded with plyfile), so ``ns-train cocogaussian --data DIR`` works for
+both layouts. Scene orientation, centring and scaling follow nerfstudio's own dataparsers, and the
+SfM points are transformed with the poses.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Literal, Optional, Tuple, Type
+
+import numpy as np
+import torch
+from nerfstudio.cameras import camera_utils
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.utils.rich_utils import CONSOLE
+from PIL import Image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".exr"}
+DEFAULT_HOLD = 8
+
+
+class DataInputError(ValueError):
+    """Bad input data; the message names the file and what is wrong."""
+
+
+def _one_line_excepthook(exc_type, exc, tb, _previous=sys.excepthook) -> None:  # type: ignore[no-untyped-def]
+    if issubclass(exc_type, DataInputError):
+        print(f"error: {exc}", file=sys.stderr)
+        return
+    _previous(exc_type, exc, tb)
+
+
+# command-line tools (ns-train, ns-eval) print DataInputError as one line, not a traceback
+sys.excepthook = _one_line_excepthook
+
+
+def find_hold(data: Path) -> Optional[int]:
+    """N from a file named ``hold=N`` in ``data``, if there is one."""
+    for f in sorted(data.glob("hold=*")):
+        try:
+            return int(f.name.split("=", 1)[1])
+        except ValueError as err:
+            raise DataInputError(f"{f}: expected a file named hold=N with an integer N") from err
+    return None
+
+
+def split_indices(num_images: int, hold: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices: test when index % hold == 0."""
+    idx = np.arange(num_images)
+    return idx[idx % hold != 0], idx[idx % hold == 0]
+
+
+def image_folder(data: Path, downscale_factor: Optional[int]) -> Path:
+    """``images_K`` for a downscale factor K (``images`` or ``images_1`` for 1); with None, the
+    full-size ``images`` if present, else the least downscaled ``images_K``."""
+    candidates = sorted(
+        (int(p.name.split("_")[1]), p)
+        for p in data.glob("images_*")
+        if p.is_dir() and p.name.split("_")[1].isdigit()
+    )
+    available = ", ".join(p.name for p in [data / "images"] + [p for _, p in candidates] if p.is_dir()) or "none"
+    if downscale_factor is None:
+        if (data / "images").is_dir():
+            return data / "images"
+        if candidates:
+            return candidates[0][1]
+        raise DataInputError(f"{data}: no image folder (images/ or images_K/) found")
+    names = ["images", "images_1"] if downscale_factor == 1 else [f"images_{downscale_factor}"]
+    for name in names:
+        if (data / name).is_dir():
+            return data / name
+    raise DataInputError(f"{data / names[-1]}: image folder not found (available: {available})")
+
+
+def list_images(folder: Path) -> List[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def image_size(path: Path) -> Tuple[int, int]:
+    """(height, width) of an image, or a DataInputError naming it."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            im.verify()
+    except Exception as err:  # noqa: BLE001
+        raise DataInputError(f"{path}: unreadable image ({type(err).__name__}: {err})") from err
+    return h, w
+
+
+def load_poses_bounds(path: Path) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(camera-to-world [N, 3, 4] in nerfstudio/OpenGL axes, hwf [N, 3], bounds [N, 2])."""
+    if not path.is_file():
+        raise DataInputError(f"{path}: missing (the LLFF layout needs poses_bounds.npy)")
+    try:
+        arr = np.load(path)
+    except Exception as err:  # noqa: BLE001
+        raise DataInputError(f"{path}: unreadable ({type(err).__name__}: {err})") from err
+    if arr.ndim != 2 or arr.shape[1] != 17:
+        raise DataInputError(f"{path}: expected an N×17 array, got shape {arr.shape}")
+    mats = arr[:, :15].reshape(-1, 3, 5).astype(np.float64)
+    # LLFF columns [down, right, back] -> OpenGL [right, up, back]
+    c2w = np.concatenate([mats[:, :, 1:2], -mats[:, :, 0:1], mats[:, :, 2:3], mats[:, :, 3:4]], axis=2)
+    return c2w, mats[:, :, 4], arr[:, 15:17]
+
+
+def load_sfm_points(data: Path) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """(xyz [P, 3], rgb uint8 [P, 3]) from sparse/0/points3D.bin or .txt, if present."""
+    from nerfstudio.data.utils import colmap_parsing_utils as colmap
+
+    for name, reader in (("points3D.bin", colmap.read_points3D_binary), ("points3D.txt", colmap.read_points3D_text)):
+        path = data / "sparse" / "0" / name
+        if path.is_file():
+            try:
+                pts = reader(path)
+            except Exception as err:  # noqa: BLE001
+                raise DataInputError(f"{path}: unreadable COLMAP points ({type(err).__name__}: {err})") from err
+            if not pts:
+                return None
+            xyz = np.stack([p.xyz for p in pts.values()]).astype(np.float32)
+            rgb = np.stack([p.rgb for p in pts.values()]).astype(np.uint8)
+            return xyz, rgb
+    return None
+
+
+def read_ply_points(path: Path) -> Tuple[np.ndarray, np.ndarray]:
+    """(xyz, rgb uint8) of a point-cloud PLY, read with plyfile (no open3d needed)."""
+    from plyfile import PlyData
+
+    try:
+        vertex = PlyData.read(str(path))["vertex"]
+    except Exception as err:  # noqa: BLE001
+        raise DataInputError(f"{path}: unreadable point cloud ({type(err).__name__}: {err})") from err
+    xyz = np.stack([vertex["x"], vertex["y"], vertex["z"]], -1).astype(np.float32)
+    names = vertex.data.dtype.names
+    if all(c in names for c in ("red", "green", "blue")):
+        rgb = np.stack([vertex["red"], vertex["green"], vertex["blue"]], -1)
+        rgb = rgb if rgb.dtype == np.uint8 else np.clip(rgb * (255 if rgb.max() <= 1 else 1), 0, 255)
+    else:
+        rgb = np.full_like(xyz, 128)
+    return xyz, rgb.astype(np.uint8)
+
+
+def transform_points(xyz: np.ndarray, transform: torch.Tensor, scale: float) -> torch.Tensor:
+    """Apply the dataparser transform (3×4) and scale to world points, as to the poses."""
+    pts = torch.from_numpy(xyz).float()
+    pts = torch.cat([pts, torch.ones_like(pts[:, :1])], -1) @ transform.float().T
+    return pts * scale
+
+
+@dataclass
+class DeblurNerfDataParserConfig(DataParserConfig):
+    """Deblur-NeRF / DoF-NeRF / LLFF layout (or nerfstudio's transforms.json, detected)."""
+
+    _target: Type = field(default_factory=lambda: DeblurNerfDataParser)
+    data: Path = Path()
+    downscale_factor: Optional[int] = None
+    """Read images_K for K; None: images/ if present, else the least downscaled images_K/."""
+    hold: Optional[int] = None
+    """Every hold-th image (index % hold == 0 after sorting) is a test image. None: the N of a
+    file named hold=N in the scene folder, else 8."""
+    orientation_method: Literal["pca", "up", "vertical", "none"] = "up"
+    center_method: Literal["poses", "focus", "none"] = "poses"
+    auto_scale_poses: bool = True
+    scale_factor: float = 1.0
+    scene_scale: float = 1.0
+    load_3D_points: bool = True
+
+
+class DeblurNerfDataParser(DataParser):
+    config: DeblurNerfDataParserConfig
+
+    def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
+        data = self.config.data
+        if not data.is_dir():
+            raise DataInputError(f"{data}: scene folder not found")
+        if not (data / "poses_bounds.npy").exists() and (data / "transforms.json").exists():
+            return self._nerfstudio_outputs(split)
+        c2w, hwf, _ = load_poses_bounds(data / "poses_bounds.npy")
+        folder = image_folder(data, self.config.downscale_factor)
+        images = list_images(folder)
+        if len(images) != len(c2w):
+            raise DataInputError(
+                f"{data / 'poses_bounds.npy'}: {len(c2w)} poses but {len(images)} images in {folder}"
+            )
+        sizes = {image_size(p) for p in images}
+        if len(sizes) != 1:
+            raise DataInputError(f"{folder}: images of different sizes {sorted(sizes)}")
+        (height, width) = sizes.pop()
+
+        hold = self.config.hold or find_hold(data) or DEFAULT_HOLD
+        i_train, i_test = split_indices(len(images), hold)
+        indices = i_train if split == "train" else i_test
+
+        poses = torch.eye(4).repeat(len(c2w), 1, 1)
+        poses[:, :3, :4] = torch.from_numpy(c2w).float()
+        poses, transform = camera_utils.auto_orient_and_center_poses(
+            poses, method=self.config.orientation_method, center_method=self.config.center_method
+        )
+        scale = self.config.scale_factor
+        if self.config.auto_scale_poses:
+            scale /= float(torch.max(torch.abs(poses[:, :3, 3])))
+        poses[:, :3, 3] *= scale
+
+        full_h, full_w, focal = (float(v) for v in hwf[0])
+        fx, fy = focal * width / full_w, focal * height / full_h
+        idx = torch.from_numpy(indices).long()
+        cameras = Cameras(
+            camera_to_worlds=poses[idx, :3, :4],
+            fx=fx,
+            fy=fy,
+            cx=width / 2.0,
+            cy=height / 2.0,
+            width=width,
+            height=height,
+            camera_type=CameraType.PERSPECTIVE,
+        )
+        metadata = {}
+        if self.config.load_3D_points:
+            points = load_sfm_points(data)
+            if points is None:
+                CONSOLE.log(f"[yellow]{data}: no SfM points in sparse/0 (points3D.bin/.txt): random initialisation")
+            else:
+                metadata["points3D_xyz"] = transform_points(points[0], transform, scale)
+                metadata["points3D_rgb"] = torch.from_numpy(points[1])
+        s = self.config.scene_scale
+        return DataparserOutputs(
+            image_filenames=[images[i] for i in indices],
+            cameras=cameras,
+            scene_box=SceneBox(aabb=torch.tensor([[-s, -s, -s], [s, s, s]], dtype=torch.float32)),
+            dataparser_scale=scale,
+            dataparser_transform=transform,
+            metadata=metadata,
+        )
+
+    def _nerfstudio_outputs(self, split: str) -> DataparserOutputs:
+        cfg = NerfstudioDataParserConfig(
+            data=self.config.data,
+            load_3D_points=self.config.load_3D_points,
+            orientation_method=self.config.orientation_method,
+            center_method=self.config.center_method,
+            auto_scale_poses=self.config.auto_scale_poses,
+            scale_factor=self.config.scale_factor,
+            scene_scale=self.config.scene_scale,
+            eval_mode="interval",
+            eval_interval=self.config.hold or find_hold(self.config.data) or DEFAULT_HOLD,
+        )
+        return _PlyfileNerfstudio(cfg)._generate_dataparser_outputs(split)
+
+
+class _PlyfileNerfstudio(Nerfstudio):
+    """nerfstudio's transforms.json parser, reading ``ply_file_path`` with plyfile instead of open3d."""
+
+    def _load_3D_points(self, ply_file_path: Path, transform_matrix: torch.Tensor, scale_factor: float):  # type: ignore[override]
+        xyz, rgb = read_ply_points(ply_file_path)
+        return {
+            "points3D_xyz": transform_points(xyz, transform_matrix, scale_factor),
+            "points3D_rgb": torch.from_numpy(rgb),
+        }

@@ -1,0 +1,128 @@
+"""The Deblur-NeRF / LLFF dataparser on the real and rendered scenes, and its errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cocogs_nerfstudio.dataparser import DataInputError, DeblurNerfDataParserConfig
+
+
+def _parse(data: Path, split: str = "train", **kw):
+    return DeblurNerfDataParserConfig(data=data, **kw).setup().get_dataparser_outputs(split)
+
+
+def test_fern_split_intrinsics_cameras_points(shared_data: Path) -> None:
+    fern = shared_data / "llff_fern"
+    train, test = _parse(fern, "train"), _parse(fern, "test")
+    assert len(train.image_filenames) == 17 and len(test.image_filenames) == 3
+    names = sorted(p.name for p in (fern / "images_8").iterdir())
+    assert [p.name for p in test.image_filenames] == [names[0], names[8], names[16]]
+    cams = train.cameras
+    assert int(cams.width[0]) == 504 and int(cams.height[0]) == 378
+    raw = np.load(fern / "poses_bounds.npy")
+    h, w, f = raw[0, :15].reshape(3, 5)[:, 4]
+    assert float(cams.fx[0]) == pytest.approx(f * 504 / w, rel=1e-5)
+    assert float(cams.fy[0]) == pytest.approx(f * 378 / h, rel=1e-5)
+    # camera centres: the dataparser's transform applied to poses_bounds' translations
+    centres = torch.from_numpy(raw[:, :15].reshape(-1, 3, 5)[:, :, 3]).float()
+    homog = torch.cat([centres, torch.ones(len(centres), 1)], 1) @ train.dataparser_transform.T
+    all_idx = [i for i in range(20) if i % 8 != 0]
+    assert torch.allclose(cams.camera_to_worlds[:, :3, 3], homog[all_idx] * train.dataparser_scale, atol=1e-5)
+    # SfM points project inside the images (most of them, in front of the camera)
+    pts = train.metadata["points3D_xyz"]
+    assert pts.shape[0] > 1000 and train.metadata["points3D_rgb"].dtype == torch.uint8
+    c2w = cams.camera_to_worlds[0]
+    local = (pts - c2w[:3, 3]) @ c2w[:3, :3]  # OpenGL camera axes: looking down -z
+    z = -local[:, 2]
+    u = float(cams.fx[0]) * local[:, 0] / z + float(cams.cx[0])
+    v = -float(cams.fy[0]) * local[:, 1] / z + float(cams.cy[0])
+    inside = (z > 0) & (u >= 0) & (u < 504) & (v >= 0) & (v < 378)
+    assert inside.float().mean() > 0.8
+
+
+def test_drinks_images_4(shared_data: Path) -> None:
+    drinks = shared_data / "real_defocus_drinks"
+    train = _parse(drinks, "train", downscale_factor=4)
+    test = _parse(drinks, "test", downscale_factor=4)
+    assert len(train.image_filenames) + len(test.image_filenames) == 32
+    assert int(train.cameras.width[0]) == 1560 and int(train.cameras.height[0]) == 1040
+    assert train.metadata["points3D_xyz"].shape == (3002, 3)
+
+
+def test_rendered_scene_reads_the_same_through_both_routes(shared_data: Path, tmp_path: Path) -> None:
+    scene = shared_data / "synthetic_defocus_dev"
+    llff_train, llff_test = _parse(scene, "train"), _parse(scene, "test")
+    # the same folder without poses_bounds.npy is read as nerfstudio data (transforms.json)
+    ns_scene = tmp_path / "ns"
+    ns_scene.mkdir()
+    for p in scene.iterdir():
+        if p.name != "poses_bounds.npy":
+            (ns_scene / p.name).symlink_to(p)
+    ns_train, ns_test = _parse(ns_scene, "train"), _parse(ns_scene, "test")
+    assert [p.name for p in llff_train.image_filenames] == [p.name for p in ns_train.image_filenames]
+    assert [p.name for p in llff_test.image_filenames] == ["000.png", "008.png", "016.png"]
+    assert [p.name for p in ns_test.image_filenames] == ["000.png", "008.png", "016.png"]
+    for a, b in ((llff_train.cameras, ns_train.cameras),):
+        assert torch.allclose(a.fx, b.fx, rtol=1e-4) and torch.equal(a.width, b.width)
+        # same camera rig up to a rigid motion and scale: compare normalised pairwise distances
+        da = torch.cdist(a.camera_to_worlds[:, :3, 3], a.camera_to_worlds[:, :3, 3])
+        db = torch.cdist(b.camera_to_worlds[:, :3, 3], b.camera_to_worlds[:, :3, 3])
+        assert torch.allclose(da / da.max(), db / db.max(), atol=1e-4)
+    assert llff_train.metadata["points3D_xyz"].shape[0] > 0 and ns_train.metadata["points3D_xyz"].shape[0] > 0
+
+
+def _copy_fern(shared_data: Path, dst: Path) -> Path:
+    shutil.copytree(shared_data / "llff_fern", dst)
+    for p in dst.rglob("*"):
+        p.chmod(0o644 if p.is_file() else 0o755)
+    dst.chmod(0o755)
+    return dst
+
+
+def test_missing_poses_bounds(shared_data: Path, tmp_path: Path) -> None:
+    scene = _copy_fern(shared_data, tmp_path / "fern")
+    (scene / "poses_bounds.npy").unlink()
+    with pytest.raises(DataInputError, match=r"poses_bounds\.npy: missing"):
+        _parse(scene)
+
+
+def test_image_count_not_matching_poses(shared_data: Path, tmp_path: Path) -> None:
+    scene = _copy_fern(shared_data, tmp_path / "fern")
+    sorted((scene / "images_8").iterdir())[-1].unlink()
+    with pytest.raises(DataInputError, match=r"poses_bounds\.npy: 20 poses but 19 images in .*images_8"):
+        _parse(scene)
+
+
+def test_missing_image_folder(shared_data: Path, tmp_path: Path) -> None:
+    scene = _copy_fern(shared_data, tmp_path / "fern")
+    with pytest.raises(DataInputError, match=r"images_4: image folder not found \(available: images_8\)"):
+        _parse(scene, downscale_factor=4)
+
+
+def test_unreadable_image(shared_data: Path, tmp_path: Path) -> None:
+    scene = _copy_fern(shared_data, tmp_path / "fern")
+    bad = sorted((scene / "images_8").iterdir())[3]
+    bad.write_bytes(b"not a png")
+    with pytest.raises(DataInputError, match=rf"{bad.name}: unreadable image"):
+        _parse(scene)
+
+
+def test_error_is_one_line_on_the_command_line(shared_data: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    scene = _copy_fern(shared_data, tmp_path / "fern")
+    (scene / "poses_bounds.npy").unlink()
+    code = (
+        "from pathlib import Path; from cocogs_nerfstudio.dataparser import DeblurNerfDataParserConfig as C; "
+        f"C(data=Path({str(scene)!r})).setup().get_dataparser_outputs('train')"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 1
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "Warning" not in ln and "warnings.warn" not in ln]
+    assert lines == [f"error: {scene / 'poses_bounds.npy'}: missing (the LLFF layout needs poses_bounds.npy)"]
