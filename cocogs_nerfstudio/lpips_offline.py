@@ -30,11 +30,22 @@ def lpips_help() -> str:
     )
 
 
+def _fetch_weights(path: Path) -> None:
+    """Download the AlexNet weights quietly (torchvision would print and raise on its own)."""
+    from torchvision.models import AlexNet_Weights
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(AlexNet_Weights.IMAGENET1K_V1.url, str(path), progress=False)
+
+
 def make_lpips() -> Optional[nn.Module]:
     """torchmetrics' LPIPS (AlexNet, inputs in [0, 1]), or None with a one-line message."""
     from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
     try:
+        path = alexnet_weights_path()
+        if not path.exists():
+            _fetch_weights(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return LearnedPerceptualImagePatchSimilarity(normalize=True)

@@ -11,9 +11,10 @@ It follows gsplat 1.4.0's math step by step (paper Eqs. 1-4):
   that would bring its transmittance to 1e-4 or below; the background is added with the
   remaining transmittance.
 
-Differences from gsplat, on purpose: each Gaussian touches the pixels of its own 3σ box instead
-of every pixel of the 16×16 tiles the box overlaps (so contributions beyond 3σ, at most
-``opacity·e^-4.5 ≈ 0.011``, are dropped), and transmittance is accumulated in float64.
+Differences from gsplat, on purpose: each Gaussian touches the pixels of its own 3σ box (cut
+further to where its alpha can reach 1/255) instead of every pixel of the 16×16 tiles the box
+overlaps, so contributions beyond 3σ (at most ``opacity·e^-4.5 ≈ 0.011``) are dropped; and
+transmittance is accumulated in float64.
 
 It is sparse: only (Gaussian, pixel) pairs inside each splat's box are formed, in row bands of
 at most ``max_pairs`` pairs, so memory stays bounded. Gradients flow through plain autograd; the
@@ -169,6 +170,20 @@ def project_gaussians(
     return radii, means2d, depths, conics, compensations
 
 
+def splat_extent(conics: Tensor, opacities: Tensor, radii: Tensor) -> Tuple[Tensor, Tensor]:
+    """Half-widths (x, y) in pixels of the box outside which a splat's alpha is below 1/255.
+
+    alpha ≥ 1/255 ⇔ dᵀΣ⁻¹d ≤ 2·ln(255·opacity): an ellipse whose bounding box has half-widths
+    sqrt(2·ln(255·o)·Σ_xx) and sqrt(2·ln(255·o)·Σ_yy). Never wider than gsplat's 3σ ``radii``.
+    """
+    a, b, c = conics.unbind(-1)
+    det = (a * c - b * b).clamp_min(1e-12)
+    level = 2.0 * torch.log((255.0 * opacities).clamp_min(1.0))
+    rx = torch.minimum(torch.sqrt(level * c / det), radii)
+    ry = torch.minimum(torch.sqrt(level * a / det), radii)
+    return rx, ry
+
+
 def _pair_grid(
     x0: Tensor, y0: Tensor, w: Tensor, h: Tensor
 ) -> Tuple[Tensor, Tensor, Tensor]:
@@ -300,12 +315,12 @@ def rasterize_torch(
         with torch.no_grad():
             ids = (radii[ci] > 0).nonzero().squeeze(1)
             ids = ids[torch.argsort(depths[ci, ids])]
-            r = radii[ci, ids].float()
             m = means2d[ci, ids]
-            x0 = torch.floor(m[:, 0] - r).clamp(0, width).long()
-            x1 = torch.ceil(m[:, 0] + r).clamp(0, width).long()
-            y0 = torch.floor(m[:, 1] - r).clamp(0, height).long()
-            y1 = torch.ceil(m[:, 1] + r).clamp(0, height).long()
+            rx, ry = splat_extent(conics[ci, ids], opac[ci, ids], radii[ci, ids].float())
+            x0 = torch.floor(m[:, 0] - rx).clamp(0, width).long()
+            x1 = torch.ceil(m[:, 0] + rx).clamp(0, width).long()
+            y0 = torch.floor(m[:, 1] - ry).clamp(0, height).long()
+            y1 = torch.ceil(m[:, 1] + ry).clamp(0, height).long()
             w = (x1 - x0).clamp_min(0)
             total = int((w * (y1 - y0).clamp_min(0)).sum().item())
             n_bands = max(1, min(height, math.ceil(total / max_pairs)))
