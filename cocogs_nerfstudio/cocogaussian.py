@@ -150,6 +150,7 @@ class CoCoGaussianModel(SplatfactoModel):
         )
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
         self._infos: List[Dict] = []
+        self.defocus_preview: Optional[Tuple[float, float]] = None
         self.register_buffer("trained_steps", torch.zeros((), dtype=torch.long))
 
         if cfg.coc_enabled:
@@ -235,14 +236,43 @@ class CoCoGaussianModel(SplatfactoModel):
             coc_quats(unit_quats, out.rot_factors),
         )
 
-    def _coc_active(self, camera: Cameras) -> bool:
-        return (
-            self.training
-            and self.config.coc_enabled
-            and self.step >= self.config.coc_start_step
-            and camera.metadata is not None
-            and "cam_idx" in camera.metadata
-        )
+    def _defocus_setting(self, camera: Cameras, c2w: Tensor) -> Optional[Tuple[Tensor, float]]:
+        """(focus distance, aperture multiplier) when this render is defocused, else None.
+
+        Training with CoC on: the training image's learned d_F (by its ``cam_idx``) and K as
+        learned. Anything else (eval, ns-eval, viewer, novel cameras) is sharp, unless a defocus
+        preview is set (:meth:`set_defocus_preview`); a camera's index is never used outside
+        training, so no test or novel camera picks up a training image's d_F.
+        """
+        cfg = self.config
+        if not cfg.coc_enabled:
+            return None
+        if self.training:
+            if self.step < cfg.coc_start_step or camera.metadata is None or "cam_idx" not in camera.metadata:
+                return None
+            index = int(camera.metadata["cam_idx"])  # type: ignore[index]
+            if not bool(self.focus_initialized[index]):
+                self._lazy_init_focus(index, _camera_centre(c2w).detach())
+            return self.focus_distance(index), 1.0
+        if self.defocus_preview is None or self.defocus_preview[1] <= 0:
+            return None
+        focus, aperture_scale = self.defocus_preview
+        return torch.tensor(float(focus), device=self.device), float(aperture_scale)
+
+    def set_defocus_preview(self, focus: Optional[float], aperture_scale: float = 1.0) -> None:
+        """Render non-training views defocused: focus distance (model world units) and a
+        multiplier of the learned aperture K. ``None`` or an aperture of 0 gives the sharp render."""
+        self.defocus_preview = None if focus is None else (float(focus), float(aperture_scale))
+
+    @torch.no_grad()
+    def render_defocused(self, camera: Cameras, focus: float, aperture_scale: float = 1.0) -> Dict[str, Tensor]:
+        """Outputs of ``camera`` focused at ``focus`` with the learned aperture × ``aperture_scale``."""
+        previous = self.defocus_preview
+        self.set_defocus_preview(focus, aperture_scale)
+        try:
+            return self.get_outputs_for_camera(camera)
+        finally:
+            self.defocus_preview = previous
 
     # ------------------------------------------------------------------ rendering
     def _render(
@@ -316,12 +346,10 @@ class CoCoGaussianModel(SplatfactoModel):
         infos = [info]
         outputs: Dict[str, Union[Tensor, List]] = {"rgb": rgb, "depth": depth, "accumulation": alpha}
 
-        if self._coc_active(camera):
-            index = int(camera.metadata["cam_idx"])  # type: ignore[index]
-            centre = _camera_centre(c2w)
-            if not bool(self.focus_initialized[index]):
-                self._lazy_init_focus(index, centre.detach())
-            sets = self.coc_gaussian_sets(centre, self.focus_distance(index), means, scales, quats)
+        defocus = self._defocus_setting(camera, c2w)
+        if defocus is not None:
+            focus, aperture_scale = defocus
+            sets = self.coc_gaussian_sets(_camera_centre(c2w), focus, means, scales, quats, aperture_scale)
             images = []
             for m in range(self.config.num_coc_sets):
                 rgb_m, _, _, info_m = self._render(

@@ -101,6 +101,14 @@ def image_size(path: Path) -> Tuple[int, int]:
     return h, w
 
 
+def sharp_twin(data: Path, image: Path) -> Path:
+    """The all-in-focus twin ``sharp_train/<name>`` of a training image."""
+    twin = data / "sharp_train" / image.name
+    if not twin.is_file():
+        raise DataInputError(f"{twin}: missing (sharp_train_images needs an all-in-focus twin per training image)")
+    return twin
+
+
 def load_poses_bounds(path: Path) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(camera-to-world [N, 3, 4] in nerfstudio/OpenGL axes, hwf [N, 3], bounds [N, 2])."""
     if not path.is_file():
@@ -178,6 +186,9 @@ class DeblurNerfDataParserConfig(DataParserConfig):
     scale_factor: float = 1.0
     scene_scale: float = 1.0
     load_3D_points: bool = True
+    sharp_train_images: bool = False
+    """Train on the all-in-focus twins in sharp_train/ (same file names): the upper bound of the
+    benchmarks. Only rendered scenes have them."""
 
 
 class DeblurNerfDataParser(DataParser):
@@ -188,7 +199,15 @@ class DeblurNerfDataParser(DataParser):
         if not data.is_dir():
             raise DataInputError(f"{data}: scene folder not found")
         if not (data / "poses_bounds.npy").exists() and (data / "transforms.json").exists():
-            return self._nerfstudio_outputs(split)
+            outputs = self._nerfstudio_outputs(split)
+        else:
+            outputs = self._llff_outputs(split)
+        if self.config.sharp_train_images and split == "train":
+            outputs.image_filenames = [sharp_twin(data, p) for p in outputs.image_filenames]
+        return outputs
+
+    def _llff_outputs(self, split: str) -> DataparserOutputs:
+        data = self.config.data
         c2w, hwf, _ = load_poses_bounds(data / "poses_bounds.npy")
         folder = image_folder(data, self.config.downscale_factor)
         images = list_images(folder)

@@ -1,0 +1,216 @@
+"""Quality and speed, side by side: plain 3DGS, CoCoGaussian and (when the scene has sharp_train/)
+3DGS trained on the all-in-focus photos, the upper bound. Same steps and seed for all.
+
+    python benchmarks/run.py SCENE [--size cpu|gpu] [--steps N] [--downscale K] [--out DIR]
+
+Writes DIR/results.json, DIR/results.md (a markdown table) and DIR/figure.png (one sharp test view:
+ground truth, baseline, CoCoGaussian, upper bound; below it CoCoGaussian's focus sweep).
+``--size cpu``: cocogaussian-small's schedule on downscaled images (minutes on 2 cores);
+``--size gpu``: the full model and resolution on CUDA (reduced step count, stated in the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cocogs_nerfstudio.method_config import make_trainer_config, small_model_config, small_trainer_config
+
+VARIANTS = ("baseline", "cocogaussian", "upper_bound")
+
+
+def trainer_config(variant: str, scene: Path, out: Path, size: str, steps: int, downscale: Optional[int], seed: int):
+    coc = variant == "cocogaussian"
+    if size == "cpu":
+        cfg = small_trainer_config(max_steps=steps, coc_enabled=coc)
+    else:
+        model = small_model_config(coc_enabled=coc) if steps < 3000 else None
+        cfg = make_trainer_config(max_steps=steps, model=model)
+        cfg.pipeline.model.coc_enabled = coc
+    dp = cfg.pipeline.datamanager.dataparser
+    dp.data = scene
+    dp.downscale_factor = downscale
+    dp.sharp_train_images = variant == "upper_bound"
+    cfg.pipeline.datamanager.data = scene
+    cfg.output_dir = out / "runs"
+    cfg.experiment_name = scene.name
+    cfg.timestamp = variant
+    cfg.vis = "tensorboard"
+    cfg.machine.seed = seed
+    cfg.logging.local_writer.enable = False
+    cfg.steps_per_eval_image = 10**9
+    cfg.steps_per_eval_all_images = 10**9
+    cfg.steps_per_save = steps
+    cfg.save_only_latest_checkpoint = True
+    return cfg
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def render_fps(model, camera, render, repeats: int) -> float:
+    """Frames per second of ``render(camera)`` (after one warm-up frame)."""
+    render(camera)
+    _sync(model.device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        render(camera)
+    _sync(model.device)
+    return repeats / (time.perf_counter() - start)
+
+
+def to_png(img: torch.Tensor) -> np.ndarray:
+    return (img.detach().clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def sharpness(img: torch.Tensor) -> float:
+    """Mean squared image gradient (gradient energy) of a [H, W, 3] image in [0, 1]."""
+    g = img.detach().float().mean(-1)
+    return float(((g[1:, :-1] - g[:-1, :-1]) ** 2 + (g[:-1, 1:] - g[:-1, :-1]) ** 2).mean())
+
+
+def run_variant(variant: str, args: argparse.Namespace, out: Path) -> Dict[str, Any]:
+    cfg = trainer_config(variant, args.scene, out, args.size, args.steps, args.downscale, args.seed)
+    cfg.save_config()
+    trainer = cfg.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    start = time.perf_counter()
+    trainer.train()
+    train_s = time.perf_counter() - start
+    pipeline, model = trainer.pipeline, trainer.pipeline.model
+    pipeline.eval()
+    metrics = pipeline.get_average_eval_image_metrics()
+    result: Dict[str, Any] = {
+        "variant": variant,
+        "steps": args.steps,
+        "train_s": round(train_s, 1),
+        "s_per_step": round(train_s / args.steps, 4),
+        "gaussians": int(model.num_points),
+        **{k: metrics[k] for k in ("psnr", "ssim", "lpips") if k in metrics},
+        "config": str(out / "runs" / args.scene.name / cfg.method_name / variant / "config.yml"),
+    }
+    dm = pipeline.datamanager
+    camera, batch = dm.next_eval_image(0)  # the first sharp test view
+    camera = camera.to(model.device)
+    sharp = model.get_outputs_for_camera(camera)["rgb"]
+    result["sharpness_test_view"] = sharpness(sharp)
+    Image.fromarray(to_png(sharp)).save(out / f"{variant}_test0.png")
+    if variant == "baseline":
+        gt = batch["image"].float() / 255.0 if batch["image"].dtype == torch.uint8 else batch["image"]
+        Image.fromarray(to_png(gt[..., :3])).save(out / "gt_test0.png")
+        result["sharpness_gt"] = sharpness(gt[..., :3])
+    repeats = 20 if model.device.type == "cuda" else 3
+    result["fps_sharp"] = round(render_fps(model, camera, model.get_outputs_for_camera, repeats), 2)
+    if variant == "cocogaussian":
+        focus = model.focus_distance().detach()
+        result["learned_focus"] = [round(float(f), 3) for f in focus]
+        mid = float(focus.median())
+        preview = lambda cam: model.render_defocused(cam, mid, 1.0)  # noqa: E731
+        result["fps_defocus_preview"] = round(render_fps(model, camera, preview, repeats), 2)
+        sweep = torch.linspace(float(focus.min()) * 0.8, float(focus.max()) * 1.2, 5)
+        frames = [to_png(model.render_defocused(camera, float(f), 1.0)["rgb"]) for f in sweep]
+        Image.fromarray(np.concatenate(frames, axis=1)).save(out / "focus_sweep.png")
+        if model.device.type == "cuda" and args.size == "gpu":
+            hd = camera.copy() if hasattr(camera, "copy") else camera
+            scale = 1920 / float(camera.width)
+            hd.rescale_output_resolution(scale)
+            result["fps_defocus_preview_1080p"] = round(render_fps(model, hd, preview, repeats), 2)
+            result["fps_sharp_1080p"] = round(render_fps(model, hd, model.get_outputs_for_camera, repeats), 2)
+    return result
+
+
+def figure(out: Path, variants: List[str]) -> None:
+    tiles = [np.asarray(Image.open(out / "gt_test0.png"))]
+    tiles += [np.asarray(Image.open(out / f"{v}_test0.png")) for v in variants if (out / f"{v}_test0.png").exists()]
+    top = np.concatenate(tiles[:1] + tiles[1:], axis=1)
+    rows = [top]
+    if (out / "focus_sweep.png").exists():
+        sweep = np.asarray(Image.open(out / "focus_sweep.png"))
+        pad = np.zeros((sweep.shape[0], max(0, top.shape[1] - sweep.shape[1]), 3), np.uint8)
+        rows.append(np.concatenate([sweep, pad], axis=1)[:, : top.shape[1]])
+    Image.fromarray(np.concatenate(rows, axis=0)).save(out / "figure.png")
+
+
+def markdown(results: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
+    lines = [
+        f"Scene `{meta['scene']}`, {meta['size']} mode, {meta['steps']} steps, seed {meta['seed']}, "
+        f"{meta['date']}, {meta['machine']}, commit {meta['commit']}.",
+        "",
+        "| variant | PSNR | SSIM | LPIPS | s/step | Gaussians | sharp fps | defocus preview fps |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lpips = f"{r['lpips']:.4f}" if "lpips" in r else "-"
+        lines.append(
+            f"| {r['variant']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {lpips} | {r['s_per_step']:.3f} | "
+            f"{r['gaussians']} | {r['fps_sharp']:.1f} | {r.get('fps_defocus_preview', '-')} |"
+        )
+    by = {r["variant"]: r for r in results}
+    if "baseline" in by and "cocogaussian" in by:
+        gain = by["cocogaussian"]["psnr"] - by["baseline"]["psnr"]
+        text = f"CoCoGaussian − baseline: {gain:+.2f} dB"
+        if "upper_bound" in by:
+            gap = by["upper_bound"]["psnr"] - by["baseline"]["psnr"]
+            text += f"; {100 * gain / gap:.0f}% of the way from the baseline to the upper bound ({gap:+.2f} dB)"
+        lines += ["", text + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scene", type=Path)
+    parser.add_argument("--size", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--steps", type=int, default=None, help="default: 600 (cpu), 7000 (gpu)")
+    parser.add_argument("--downscale", type=int, default=None, help="image folder images_K (LLFF layout)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    args = parser.parse_args()
+    args.scene = args.scene.resolve()
+    args.steps = args.steps or (600 if args.size == "cpu" else 7000)
+    if args.size == "gpu" and not torch.cuda.is_available():
+        raise SystemExit("--size gpu needs CUDA")
+    if args.size == "cpu":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    out = (args.out or Path("benchmarks/results") / f"{args.scene.name}-{args.size}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    variants = [v for v in args.variants.split(",") if v]
+    if "upper_bound" in variants and not (args.scene / "sharp_train").is_dir():
+        variants.remove("upper_bound")
+    results = []
+    for v in variants:
+        print(f"=== {v} ===", flush=True)
+        results.append(run_variant(v, args, out))
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores"
+    meta = {
+        "scene": args.scene.name,
+        "size": args.size,
+        "steps": args.steps,
+        "seed": args.seed,
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {device}, torch {torch.__version__}",
+        "commit": commit or "unknown",
+    }
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    (out / "results.md").write_text(markdown(results, meta))
+    figure(out, variants)
+    print((out / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
