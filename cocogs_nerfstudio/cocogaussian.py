@@ -28,6 +28,7 @@ from cocogs_nerfstudio.coc import coc_diameter, coc_means, coc_quats, coc_scales
 from cocogs_nerfstudio.coc_mlp import CocMLP
 from cocogs_nerfstudio.lpips_offline import make_lpips
 from cocogs_nerfstudio.rasterize import rasterize, viewmats_from_camera_to_worlds
+from cocogs_nerfstudio.viewer_controls import DepthOfFieldControls
 
 
 @dataclass
@@ -168,6 +169,7 @@ class CoCoGaussianModel(SplatfactoModel):
             self.focus_log = Parameter(torch.zeros(self.num_train_data))
             self.register_buffer("focus_unit", torch.ones(()))
             self.register_buffer("focus_initialized", torch.zeros(self.num_train_data, dtype=torch.bool))
+            self.depth_of_field = DepthOfFieldControls(self.num_train_data, lambda i: float(self.focus_distance(i)))
 
     # ------------------------------------------------------------------ focus d_F
     @torch.no_grad()
@@ -176,10 +178,14 @@ class CoCoGaussianModel(SplatfactoModel):
         if not self.config.coc_enabled:
             return
         centres = camera_to_worlds[:, :3, 3].to(points)
-        dist = torch.cdist(centres, points).mean(dim=1)  # [num_train]
+        all_dist = torch.cdist(centres, points)  # [num_train, P]
+        dist = all_dist.mean(dim=1)
         self.focus_unit.fill_(float(dist.mean()))
         self.focus_log.data.copy_(torch.log(dist / self.focus_unit).to(self.focus_log))
         self.focus_initialized.fill_(True)
+        sample = all_dist.flatten()[torch.randperm(all_dist.numel())[:1_000_000]]
+        near, far = torch.quantile(sample, torch.tensor([0.02, 0.98], dtype=sample.dtype)).tolist()
+        self.depth_of_field.set_focus_range(0.5 * near, 1.5 * far, float(self.focus_unit))
 
     @torch.no_grad()
     def _lazy_init_focus(self, index: int, centre: Tensor) -> None:
@@ -187,6 +193,7 @@ class CoCoGaussianModel(SplatfactoModel):
         dist = (self.means - centre[None]).norm(dim=-1).mean()
         if not bool(self.focus_initialized.any()):
             self.focus_unit.fill_(float(dist))
+            self.depth_of_field.set_focus_range(0.1 * float(dist), 5.0 * float(dist), float(dist))
         self.focus_log.data[index] = torch.log(dist / self.focus_unit)
         self.focus_initialized[index] = True
 
@@ -241,8 +248,9 @@ class CoCoGaussianModel(SplatfactoModel):
 
         Training with CoC on: the training image's learned d_F (by its ``cam_idx``) and K as
         learned. Anything else (eval, ns-eval, viewer, novel cameras) is sharp, unless a defocus
-        preview is set (:meth:`set_defocus_preview`); a camera's index is never used outside
-        training, so no test or novel camera picks up a training image's d_F.
+        preview is set (:meth:`set_defocus_preview`, or the viewer's depth-of-field controls); a
+        camera's index is never used outside training, so no test or novel camera picks up a
+        training image's d_F.
         """
         cfg = self.config
         if not cfg.coc_enabled:
@@ -254,9 +262,10 @@ class CoCoGaussianModel(SplatfactoModel):
             if not bool(self.focus_initialized[index]):
                 self._lazy_init_focus(index, _camera_centre(c2w).detach())
             return self.focus_distance(index), 1.0
-        if self.defocus_preview is None or self.defocus_preview[1] <= 0:
+        setting = self.defocus_preview if self.defocus_preview is not None else self.depth_of_field.setting()
+        if setting is None or setting[1] <= 0:
             return None
-        focus, aperture_scale = self.defocus_preview
+        focus, aperture_scale = setting
         return torch.tensor(float(focus), device=self.device), float(aperture_scale)
 
     def set_defocus_preview(self, focus: Optional[float], aperture_scale: float = 1.0) -> None:
