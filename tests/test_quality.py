@@ -1,0 +1,143 @@
+"""Trained on the demo scene (CPU, minutes): CoCoGaussian against plain 3DGS, refocusing physics,
+the viewer controls and the refocus command. One CoC model and one baseline serve all tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers import make_trainer
+
+STEPS = 300
+MARGIN_DB = 1.5  # measured +3.1 dB at 300 steps (README); assert a conservative margin
+
+
+@pytest.fixture(scope="session")
+def trained(demo_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("quality")
+    runs = {}
+    for name, coc in (("cocogaussian", True), ("baseline", False)):
+        trainer = make_trainer(demo_scene, out, steps=STEPS, name=name, seed=42, coc_enabled=coc)
+        torch.manual_seed(42)
+        trainer.train()
+        trainer.pipeline.eval()
+        metrics = trainer.pipeline.get_average_eval_image_metrics()
+        runs[name] = {"trainer": trainer, "metrics": metrics, "config": out / "test" / "cocogaussian-small" / name / "config.yml"}
+    return runs
+
+
+@pytest.mark.slow
+def test_cocogaussian_beats_plain_3dgs_on_sharp_test_views(trained: dict) -> None:
+    coc, base = trained["cocogaussian"]["metrics"], trained["baseline"]["metrics"]
+    print(f"\nPSNR coc {coc['psnr']:.2f} base {base['psnr']:.2f}; SSIM {coc['ssim']:.4f} vs {base['ssim']:.4f}")
+    assert coc["psnr"] > base["psnr"] + MARGIN_DB
+    assert coc["ssim"] > base["ssim"]
+    if "lpips" in coc:
+        assert coc["lpips"] < base["lpips"]
+
+
+@pytest.mark.slow
+def test_learned_focus_orders_the_training_images_like_the_ground_truth(trained: dict, demo_scene: Path) -> None:
+    model = trained["cocogaussian"]["trainer"].pipeline.model
+    outputs = trained["cocogaussian"]["trainer"].pipeline.datamanager.train_dataparser_outputs
+    meta = json.loads((demo_scene / "transforms.json").read_text())
+    truth = {f["file_path"].split("/")[-1]: f["focus_distance"] for f in meta["frames"] if not f["is_test"]}
+    true_focus = torch.tensor([truth[p.name] for p in outputs.image_filenames]) * outputs.dataparser_scale
+    learned = model.focus_distance().detach()
+    # near-focused images learn a shorter focus than far-focused ones
+    for a in (2.0, 3.5):
+        for b in (3.5, 6.0):
+            if a < b:
+                sa = true_focus == a * outputs.dataparser_scale
+                sb = true_focus == b * outputs.dataparser_scale
+                assert learned[sa].max() < learned[sb].min()
+
+
+def _gradient_energy(img: torch.Tensor, mask: np.ndarray) -> float:
+    g = img.mean(-1)
+    gx = torch.zeros_like(g)
+    gy = torch.zeros_like(g)
+    gx[:, :-1] = g[:, 1:] - g[:, :-1]
+    gy[:-1, :] = g[1:, :] - g[:-1, :]
+    return float(((gx**2 + gy**2)[torch.from_numpy(mask)]).mean())
+
+
+def _plane_masks(demo_scene: Path, camera_index_in_frames: int) -> dict:
+    """Per demo plane, the pixels of the test view where it is visible (eroded by 3 px)."""
+    from scipy.ndimage import binary_erosion
+
+    from cocogs_nerfstudio.demo_scene import PLANES, trace
+
+    meta = json.loads((demo_scene / "transforms.json").read_text())
+    frame = meta["frames"][camera_index_in_frames]
+    centre = np.asarray(frame["transform_matrix"])[:3, 3]
+    w, h, f = meta["w"], meta["h"], meta["fl_x"]
+    vv, uu = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
+    dirs = np.stack([(uu - w / 2) / f, -(vv - h / 2) / f, -np.ones_like(uu)], -1)
+    _, t = trace(np.broadcast_to(centre, dirs.shape), dirs, PLANES)
+    depth = t  # dirs have z = -1: t is the depth
+    return {-p.z: binary_erosion(np.isclose(depth, -p.z), iterations=3) for p in PLANES}
+
+
+@pytest.mark.slow
+def test_focusing_on_a_plane_makes_it_sharper(trained: dict, demo_scene: Path) -> None:
+    trainer = trained["cocogaussian"]["trainer"]
+    model = trainer.pipeline.model
+    scale = trainer.pipeline.datamanager.train_dataparser_outputs.dataparser_scale
+    camera, _ = trainer.pipeline.datamanager.next_eval_image(0)  # test view 000
+    masks = _plane_masks(demo_scene, 0)
+    near, far = 2.0, 6.0
+    assert masks[near].sum() > 100 and masks[far].sum() > 100
+    renders = {z: model.render_defocused(camera, z * scale, 1.5)["rgb"] for z in (near, far)}
+    # focused near: the near plane is sharper than when focused far, and the far plane blurrier
+    assert _gradient_energy(renders[near], masks[near]) > 1.2 * _gradient_energy(renders[far], masks[near])
+    assert _gradient_energy(renders[far], masks[far]) > 1.2 * _gradient_energy(renders[near], masks[far])
+
+
+@pytest.mark.slow
+def test_viewer_controls_ranges_and_aperture_zero_is_sharp(trained: dict) -> None:
+    trainer = trained["cocogaussian"]["trainer"]
+    model = trainer.pipeline.model
+    dof = model.depth_of_field
+    learned = model.focus_distance().detach()
+    assert dof.focus.min < float(learned.min()) and float(learned.max()) < dof.focus.max
+    assert dof.aperture.min == 0.0 and dof.aperture.max >= 2.0 and dof.aperture.value == 1.0
+    assert dof.preview.value is False and dof.setting() is None  # sharp by default
+    camera, _ = trainer.pipeline.datamanager.next_eval_image(0)
+    sharp = model.get_outputs_for_camera(camera)["rgb"]
+    assert torch.equal(model.render_defocused(camera, float(learned[0]), 0.0)["rgb"], sharp)
+    # the controls drive the render: preview on, then aperture 0, then "use training image"
+    dof.preview.value = True
+    dof.focus.value = float(learned[0])
+    try:
+        preview = model.get_outputs_for_camera(camera)["rgb"]
+        assert (preview - sharp).abs().mean() > 1e-3
+        dof.aperture.value = 0.0
+        assert torch.equal(model.get_outputs_for_camera(camera)["rgb"], sharp)
+        dof.training_image.value = 2
+        dof.use_training_image.cb_hook(dof.use_training_image)
+        assert dof.focus.value == pytest.approx(float(learned[2])) and dof.aperture.value == 1.0
+    finally:
+        dof.preview.value = False
+        dof.aperture.value = 1.0
+
+
+@pytest.mark.slow
+def test_refocus_command_writes_frames(trained: dict, tmp_path: Path) -> None:
+    from cocogs_nerfstudio.refocus import main
+
+    config = trained["cocogaussian"]["config"]
+    main(["--load-config", str(config), "--output-dir", str(tmp_path), "--frames", "3", "--no-video"])
+    for sweep in ("focus_sweep", "aperture_sweep"):
+        frames = sorted((tmp_path / sweep).glob("frame_*.png"))
+        assert len(frames) == 3
+    first = np.asarray(Image.open(tmp_path / "aperture_sweep" / "frame_0000.png"))
+    last = np.asarray(Image.open(tmp_path / "aperture_sweep" / "frame_0002.png"))
+    assert first.shape == (72, 96, 3) and np.abs(first.astype(int) - last.astype(int)).mean() > 1.0
+    main(["--load-config", str(config), "--output-dir", str(tmp_path / "one"), "--focus", "5.0", "--aperture", "2"])
+    assert len(list((tmp_path / "one").glob("refocus_*.png"))) == 1
