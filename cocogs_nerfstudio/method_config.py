@@ -3,8 +3,8 @@
 * ``cocogaussian``: the paper's method with the official schedule (30k steps, CoC from step
   1500). Runs on CUDA through gsplat; on a machine without CUDA it selects the CPU and the
   pure-PyTorch rasterizer (practical for small images only).
-* ``cocogaussian-small``: the same model on a CPU-sized schedule (600 steps, CoC from step 50,
-  no resolution warm-up) for small images such as the bundled demo scene.
+* ``cocogaussian-small``: the same model on a CPU-sized schedule (600 steps, CoC from the first
+  step, no resolution warm-up) for small images such as the bundled demo scene.
 
 The baseline of every comparison is either preset with ``--pipeline.model.coc-enabled False``.
 """
