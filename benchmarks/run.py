@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import subprocess
 import time
 from pathlib import Path
@@ -85,6 +86,9 @@ def sharpness(img: torch.Tensor) -> float:
 def run_variant(variant: str, args: argparse.Namespace, out: Path) -> Dict[str, Any]:
     cfg = trainer_config(variant, args.scene, out, args.size, args.steps, args.downscale, args.seed)
     cfg.save_config()
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)  # as ns-train does; the Trainer itself does not seed
     trainer = cfg.setup(local_rank=0, world_size=1)
     trainer.setup()
     start = time.perf_counter()
@@ -93,6 +97,7 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path) -> Dict[str, 
     pipeline, model = trainer.pipeline, trainer.pipeline.model
     pipeline.eval()
     metrics = pipeline.get_average_eval_image_metrics()
+    pipeline.eval()  # nerfstudio switches back to train mode after evaluating
     result: Dict[str, Any] = {
         "variant": variant,
         "steps": args.steps,
@@ -112,6 +117,15 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path) -> Dict[str, 
         gt = batch["image"].float() / 255.0 if batch["image"].dtype == torch.uint8 else batch["image"]
         Image.fromarray(to_png(gt[..., :3])).save(out / "gt_test0.png")
         result["sharpness_gt"] = sharpness(gt[..., :3])
+    # the first training view: its defocused photo and each model's sharp render of it
+    train_cam = dm.train_dataset.cameras[0:1].to(model.device)
+    Image.fromarray(to_png(model.get_outputs_for_camera(train_cam)["rgb"])).save(out / f"{variant}_train0.png")
+    if variant == "baseline":
+        photo = dm.train_dataset.get_image_float32(0)[..., :3]
+        Image.fromarray(to_png(photo)).save(out / "photo_train0.png")
+        twin = args.scene / "sharp_train" / dm.train_dataset.image_filenames[0].name
+        if twin.exists():
+            Image.open(twin).convert("RGB").resize(photo.shape[1::-1]).save(out / "sharp_train0.png")
     repeats = 20 if model.device.type == "cuda" else 3
     result["fps_sharp"] = round(render_fps(model, camera, model.get_outputs_for_camera, repeats), 2)
     if variant == "cocogaussian":
@@ -132,15 +146,22 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path) -> Dict[str, 
     return result
 
 
+def _row(paths: List[Path]) -> Optional[np.ndarray]:
+    tiles = [np.asarray(Image.open(p).convert("RGB")) for p in paths if p.exists()]
+    return np.concatenate(tiles, axis=1) if tiles else None
+
+
 def figure(out: Path, variants: List[str]) -> None:
-    tiles = [np.asarray(Image.open(out / "gt_test0.png"))]
-    tiles += [np.asarray(Image.open(out / f"{v}_test0.png")) for v in variants if (out / f"{v}_test0.png").exists()]
-    top = np.concatenate(tiles[:1] + tiles[1:], axis=1)
-    rows = [top]
-    if (out / "focus_sweep.png").exists():
-        sweep = np.asarray(Image.open(out / "focus_sweep.png"))
-        pad = np.zeros((sweep.shape[0], max(0, top.shape[1] - sweep.shape[1]), 3), np.uint8)
-        rows.append(np.concatenate([sweep, pad], axis=1)[:, : top.shape[1]])
+    """Rows: a sharp test view (ground truth, then each variant); the first training view (its
+    defocused photo, each variant's sharp render, its all-in-focus twin); CoCoGaussian's focus sweep."""
+    rows = [
+        _row([out / "gt_test0.png"] + [out / f"{v}_test0.png" for v in variants]),
+        _row([out / "photo_train0.png"] + [out / f"{v}_train0.png" for v in variants] + [out / "sharp_train0.png"]),
+        _row([out / "focus_sweep.png"]),
+    ]
+    rows = [r for r in rows if r is not None]
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     Image.fromarray(np.concatenate(rows, axis=0)).save(out / "figure.png")
 
 

@@ -370,7 +370,7 @@ class CoCoGaussianModel(SplatfactoModel):
             blurred, weights = self.blend_cnn(torch.stack(images, 0))
             outputs.update(rgb=blurred, rgb_sharp=rgb, blend_weights=weights)
 
-        if self.training:
+        if self.training and torch.is_grad_enabled():
             for inf in infos:
                 inf["means2d"].retain_grad()
             self._infos = infos

@@ -7,15 +7,16 @@ in alphabetical order of attribute name). Every change re-renders the view.
 * **Aperture × learned K**: a multiplier of the aperture h_θ predicts for the current view;
   0 gives the sharp image;
 * **Focus distance**: in the model's world units, from the scene's near to its far bound;
-* **Training image** + **Use its learned focus**: copies that image's learned d_F into the focus
-  slider, sets the aperture multiplier to 1 and turns the preview on.
+* **Training image** + **View it with its learned focus**: moves the viewer camera to that
+  training camera, copies the image's learned d_F into the focus slider, sets the aperture
+  multiplier to 1 and turns the preview on: the photo as the model explains it.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Optional, Tuple
 
-from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerCheckbox, ViewerSlider
+from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerCheckbox, ViewerControl, ViewerSlider
 from torch import nn
 
 
@@ -29,7 +30,8 @@ class DepthOfFieldControls(nn.Module):
         self.aperture = ViewerSlider("Aperture × learned K", 1.0, 0.0, 4.0, 0.05, hint="0 = sharp")
         self.focus = ViewerSlider("Focus distance", 1.0, 0.01, 10.0, 0.01, hint="World units of the model")
         self.training_image = ViewerSlider("Training image", 0, 0, max(num_train_images - 1, 1), 1)
-        self.use_training_image = ViewerButton("Use its learned focus", cb_hook=self._use_training_image)
+        self.use_training_image = ViewerButton("View it with its learned focus", cb_hook=self._use_training_image)
+        self.viewer_control = ViewerControl()
 
     def set_focus_range(self, near: float, far: float, default: float) -> None:
         """Slider range (call before the viewer installs the controls)."""
@@ -44,6 +46,19 @@ class DepthOfFieldControls(nn.Module):
         return float(self.focus.value), float(self.aperture.value)
 
     def _use_training_image(self, _: ViewerButton) -> None:
-        self.focus.value = float(self._focus_of_image(int(self.training_image.value)))
+        index = int(self.training_image.value)
+        self.focus.value = float(self._focus_of_image(index))
         self.aperture.value = 1.0
         self.preview.value = True
+        self._move_viewer_camera_to(index)
+
+    def _move_viewer_camera_to(self, index: int) -> None:
+        """Put every connected viewer camera at training camera ``index`` (as clicking its frustum)."""
+        viewer = getattr(self.viewer_control, "viewer", None)
+        handles = getattr(viewer, "camera_handles", None) or {}
+        if viewer is None or index not in handles:
+            return
+        for client in viewer.viser_server.get_clients().values():
+            with client.atomic():
+                client.camera.position = handles[index].position
+                client.camera.wxyz = handles[index].wxyz

@@ -32,3 +32,23 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip("../shared/data is not present")
     return path
+
+
+TRAINED_STEPS = 600  # the small preset's schedule; 300 steps end mid-densification
+
+
+@pytest.fixture(scope="session")
+def trained(demo_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """CoCoGaussian and the CoC-off baseline, trained on the demo scene with the same steps and seed."""
+    from helpers import make_trainer
+
+    out = tmp_path_factory.mktemp("quality")
+    runs = {}
+    for name, coc in (("cocogaussian", True), ("baseline", False)):
+        trainer = make_trainer(demo_scene, out, steps=TRAINED_STEPS, name=name, seed=42, coc_enabled=coc)
+        trainer.train()
+        trainer.pipeline.eval()
+        metrics = trainer.pipeline.get_average_eval_image_metrics()
+        config = out / "test" / "cocogaussian-small" / name / "config.yml"
+        runs[name] = {"trainer": trainer, "metrics": metrics, "config": config}
+    return runs

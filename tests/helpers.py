@@ -25,9 +25,18 @@ def trainer_config(scene: Path, out: Path, steps: int, name: str = "run", seed: 
     return cfg
 
 
-def make_trainer(scene: Path, out: Path, steps: int, name: str = "run", **model: Any) -> Trainer:
-    cfg = trainer_config(scene, out, steps, name, **model)
+def make_trainer(scene: Path, out: Path, steps: int, name: str = "run", seed: int = 42, **model: Any) -> Trainer:
+    """A set-up trainer, seeded as ``ns-train`` seeds it (the Trainer itself does not)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    cfg = trainer_config(scene, out, steps, name, seed=seed, **model)
     cfg.save_config()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     trainer = cfg.setup(local_rank=0, world_size=1)
     trainer.setup()
     return trainer
