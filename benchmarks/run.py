@@ -107,14 +107,23 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path) -> Dict[str, 
         **{k: metrics[k] for k in ("psnr", "ssim", "lpips") if k in metrics},
         "config": str(out / "runs" / args.scene.name / cfg.method_name / variant / "config.yml"),
     }
+    result.update(views_and_speed(variant, pipeline, args, out, measure_speed=True))
+    return result
+
+
+def views_and_speed(variant: str, pipeline, args: argparse.Namespace, out: Path, measure_speed: bool) -> Dict[str, Any]:
+    """Images for the figure (a sharp test view, the first training view, the focus sweep) and
+    rendering speed of the sharp render and of the defocus preview."""
+    model = pipeline.model
+    model.eval()
+    result: Dict[str, Any] = {}
     dm = pipeline.datamanager
-    camera, batch = dm.next_eval_image(0)  # the first sharp test view
-    camera = camera.to(model.device)
+    camera = dm.eval_dataset.cameras[0:1].to(model.device)  # the first sharp test view
     sharp = model.get_outputs_for_camera(camera)["rgb"]
     result["sharpness_test_view"] = sharpness(sharp)
     Image.fromarray(to_png(sharp)).save(out / f"{variant}_test0.png")
     if variant == "baseline":
-        gt = batch["image"].float() / 255.0 if batch["image"].dtype == torch.uint8 else batch["image"]
+        gt = dm.eval_dataset.get_image_float32(0)
         Image.fromarray(to_png(gt[..., :3])).save(out / "gt_test0.png")
         result["sharpness_gt"] = sharpness(gt[..., :3])
     # the first training view: its defocused photo and each model's sharp render of it
@@ -127,22 +136,22 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path) -> Dict[str, 
         if twin.exists():
             Image.open(twin).convert("RGB").resize(photo.shape[1::-1]).save(out / "sharp_train0.png")
     repeats = 20 if model.device.type == "cuda" else 3
-    result["fps_sharp"] = round(render_fps(model, camera, model.get_outputs_for_camera, repeats), 2)
+    if measure_speed:
+        result["fps_sharp"] = round(render_fps(model, camera, model.get_outputs_for_camera, repeats), 2)
     if variant == "cocogaussian":
         focus = model.focus_distance().detach()
         result["learned_focus"] = [round(float(f), 3) for f in focus]
         mid = float(focus.median())
         preview = lambda cam: model.render_defocused(cam, mid, 1.0)  # noqa: E731
-        result["fps_defocus_preview"] = round(render_fps(model, camera, preview, repeats), 2)
+        if measure_speed:
+            result["fps_defocus_preview"] = round(render_fps(model, camera, preview, repeats), 2)
         sweep = torch.linspace(float(focus.min()) * 0.8, float(focus.max()) * 1.2, 5)
         frames = [to_png(model.render_defocused(camera, float(f), 1.0)["rgb"]) for f in sweep]
         Image.fromarray(np.concatenate(frames, axis=1)).save(out / "focus_sweep.png")
-        if model.device.type == "cuda" and args.size == "gpu":
-            hd = camera.copy() if hasattr(camera, "copy") else camera
-            scale = 1920 / float(camera.width)
-            hd.rescale_output_resolution(scale)
-            result["fps_defocus_preview_1080p"] = round(render_fps(model, hd, preview, repeats), 2)
-            result["fps_sharp_1080p"] = round(render_fps(model, hd, model.get_outputs_for_camera, repeats), 2)
+        if measure_speed and model.device.type == "cuda" and args.size == "gpu":
+            camera.rescale_output_resolution(1920 / float(camera.width))  # 1920 px wide, the test view's aspect
+            result["fps_defocus_preview_1920w"] = round(render_fps(model, camera, preview, repeats), 2)
+            result["fps_sharp_1920w"] = round(render_fps(model, camera, model.get_outputs_for_camera, repeats), 2)
     return result
 
 
@@ -199,6 +208,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--figures-only", action="store_true", help="redraw images from the runs in --out")
     args = parser.parse_args()
     args.scene = args.scene.resolve()
     args.steps = args.steps or (600 if args.size == "cpu" else 7000)
@@ -211,6 +221,15 @@ def main() -> None:
     variants = [v for v in args.variants.split(",") if v]
     if "upper_bound" in variants and not (args.scene / "sharp_train").is_dir():
         variants.remove("upper_bound")
+    if args.figures_only:
+        from nerfstudio.utils.eval_utils import eval_setup
+
+        saved = json.loads((out / "results.json").read_text())
+        for r in saved["results"]:
+            _, pipeline, _, _ = eval_setup(Path(r["config"]), test_mode="test")
+            views_and_speed(r["variant"], pipeline, args, out, measure_speed=False)
+        figure(out, [r["variant"] for r in saved["results"]])
+        return
     results = []
     for v in variants:
         print(f"=== {v} ===", flush=True)

@@ -72,7 +72,7 @@ def test_focusing_on_a_plane_makes_it_sharper(trained: dict, demo_scene: Path) -
     trainer = trained["cocogaussian"]["trainer"]
     model = trainer.pipeline.model
     scale = trainer.pipeline.datamanager.train_dataparser_outputs.dataparser_scale
-    camera, _ = trainer.pipeline.datamanager.next_eval_image(0)  # test view 000
+    camera = trainer.pipeline.datamanager.eval_dataset.cameras[0:1]  # test view 000
     masks = _plane_masks(demo_scene, 0)
     near, far = 2.0, 6.0
     assert masks[near].sum() > 100 and masks[far].sum() > 100
@@ -91,7 +91,7 @@ def test_viewer_controls_ranges_and_aperture_zero_is_sharp(trained: dict) -> Non
     assert dof.focus.min < float(learned.min()) and float(learned.max()) < dof.focus.max
     assert dof.aperture.min == 0.0 and dof.aperture.max >= 2.0 and dof.aperture.value == 1.0
     assert dof.preview.value is False and dof.setting() is None  # sharp by default
-    camera, _ = trainer.pipeline.datamanager.next_eval_image(0)
+    camera = trainer.pipeline.datamanager.eval_dataset.cameras[0:1]
     sharp = model.get_outputs_for_camera(camera)["rgb"]
     assert torch.equal(model.render_defocused(camera, float(learned[0]), 0.0)["rgb"], sharp)
     # the controls drive the render: preview on, then aperture 0, then "use training image"
