@@ -276,12 +276,14 @@ class CoCoGaussianModel(SplatfactoModel):
     @torch.no_grad()
     def render_defocused(self, camera: Cameras, focus: float, aperture_scale: float = 1.0) -> Dict[str, Tensor]:
         """Outputs of ``camera`` focused at ``focus`` with the learned aperture × ``aperture_scale``."""
-        previous = self.defocus_preview
+        previous, was_training = self.defocus_preview, self.training
         self.set_defocus_preview(focus, aperture_scale)
+        self.eval()  # a preview is never a training render, whatever mode the caller left us in
         try:
             return self.get_outputs_for_camera(camera)
         finally:
             self.defocus_preview = previous
+            self.train(was_training)
 
     # ------------------------------------------------------------------ rendering
     def _render(

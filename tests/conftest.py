@@ -49,6 +49,7 @@ def trained(demo_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         trainer.train()
         trainer.pipeline.eval()
         metrics = trainer.pipeline.get_average_eval_image_metrics()
+        trainer.pipeline.eval()  # nerfstudio leaves the pipeline in train mode after evaluating
         config = out / "test" / "cocogaussian-small" / name / "config.yml"
         runs[name] = {"trainer": trainer, "metrics": metrics, "config": config}
     return runs
