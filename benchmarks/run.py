@@ -42,6 +42,7 @@ def trainer_config(variant: str, scene: Path, out: Path, size: str, steps: int, 
     dp = cfg.pipeline.datamanager.dataparser
     dp.data = scene
     dp.downscale_factor = downscale
+    dp.make_downscaled = True  # scenes without images_K (the Blender scene) are shrunk into a cache
     dp.sharp_train_images = variant == "upper_bound"
     cfg.pipeline.datamanager.data = scene
     cfg.output_dir = out / "runs"

@@ -14,6 +14,8 @@ SfM points are transformed with the poses.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +86,17 @@ def image_folder(data: Path, downscale_factor: Optional[int]) -> Path:
         if (data / name).is_dir():
             return data / name
     raise DataInputError(f"{data / names[-1]}: image folder not found (available: {available})")
+
+
+def downscaled_copy(image: Path, factor: int, cache: Path) -> Path:
+    """``image`` shrunk by ``factor`` (area filter) into ``cache``, written once."""
+    out = cache / image.parent.name / image.name
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(image) as im:
+            w, h = im.size
+            im.convert("RGB").resize((max(1, round(w / factor)), max(1, round(h / factor))), Image.BOX).save(out)
+    return out
 
 
 def list_images(folder: Path) -> List[Path]:
@@ -189,6 +202,9 @@ class DeblurNerfDataParserConfig(DataParserConfig):
     sharp_train_images: bool = False
     """Train on the all-in-focus twins in sharp_train/ (same file names): the upper bound of the
     benchmarks. Only rendered scenes have them."""
+    make_downscaled: bool = False
+    """When images_K for --downscale-factor K is missing, shrink images/ by K into a cache folder
+    (``$COCOGS_CACHE``, default ~/.cache/cocogs) instead of failing. The scene folder is not written."""
 
 
 class DeblurNerfDataParser(DataParser):
@@ -204,12 +220,35 @@ class DeblurNerfDataParser(DataParser):
             outputs = self._llff_outputs(split)
         if self.config.sharp_train_images and split == "train":
             outputs.image_filenames = [sharp_twin(data, p) for p in outputs.image_filenames]
+        if self._cache is not None:  # images were shrunk on the fly: shrink the twins the same way
+            factor = int(self.config.downscale_factor or 1)
+            outputs.image_filenames = [
+                p if p.is_relative_to(self._cache) else downscaled_copy(p, factor, self._cache)
+                for p in outputs.image_filenames
+            ]
         return outputs
+
+    _cache: Optional[Path] = None
+
+    def _image_folder(self) -> Path:
+        data, factor = self.config.data, self.config.downscale_factor
+        try:
+            return image_folder(data, factor)
+        except DataInputError:
+            if not (self.config.make_downscaled and factor and (data / "images").is_dir()):
+                raise
+        root = Path(os.environ.get("COCOGS_CACHE", Path.home() / ".cache" / "cocogs"))
+        tag = hashlib.sha1(str(data.resolve()).encode()).hexdigest()[:8]
+        self._cache = root / f"{data.resolve().name}-{tag}" / f"x{factor}"
+        CONSOLE.log(f"{data / f'images_{factor}'} missing: using images/ shrunk by {factor} in {self._cache}")
+        for p in list_images(data / "images"):
+            downscaled_copy(p, factor, self._cache)
+        return self._cache / "images"
 
     def _llff_outputs(self, split: str) -> DataparserOutputs:
         data = self.config.data
         c2w, hwf, _ = load_poses_bounds(data / "poses_bounds.npy")
-        folder = image_folder(data, self.config.downscale_factor)
+        folder = self._image_folder()
         images = list_images(folder)
         if len(images) != len(c2w):
             raise DataInputError(

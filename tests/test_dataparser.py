@@ -153,3 +153,19 @@ def test_fern_low_resolution_baseline_training_is_sane(shared_data: Path, tmp_pa
     metrics = trainer.pipeline.get_average_eval_image_metrics()
     assert len(trainer.pipeline.datamanager.eval_dataset) == 3
     assert metrics["psnr"] > 17.0, metrics  # plain 3DGS at this size and step count: ~20 dB
+
+
+def test_make_downscaled_shrinks_into_a_cache(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COCOGS_CACHE", str(tmp_path / "cache"))
+    scene = shared_data / "synthetic_defocus_dev"
+    with pytest.raises(DataInputError, match="images_4: image folder not found"):
+        _parse(scene, downscale_factor=4)
+    train = _parse(scene, downscale_factor=4, make_downscaled=True)
+    upper = _parse(scene, downscale_factor=4, make_downscaled=True, sharp_train_images=True)
+    assert int(train.cameras.width[0]) == 100 and int(train.cameras.height[0]) == 75
+    assert float(train.cameras.fx[0]) == pytest.approx(388.8889 / 4, rel=1e-4)
+    assert all(p.is_relative_to(tmp_path / "cache") for p in train.image_filenames + upper.image_filenames)
+    assert [p.parent.name for p in upper.image_filenames[:1]] == ["sharp_train"]
+    from PIL import Image
+
+    assert Image.open(upper.image_filenames[0]).size == (100, 75)
