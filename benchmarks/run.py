@@ -16,7 +16,6 @@ import datetime
 import json
 import os
 import platform
-import random
 import subprocess
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from PIL import Image
 
 from cocogs_nerfstudio.method_config import make_trainer_config, small_model_config, small_trainer_config
+from cocogs_nerfstudio.runs import scripted, seeded_trainer
 
 VARIANTS = ("baseline", "cocogaussian", "upper_bound")
 
@@ -44,18 +44,7 @@ def trainer_config(variant: str, scene: Path, out: Path, size: str, steps: int, 
     dp.downscale_factor = downscale
     dp.make_downscaled = True  # scenes without images_K (the Blender scene) are shrunk into a cache
     dp.sharp_train_images = variant == "upper_bound"
-    cfg.pipeline.datamanager.data = scene
-    cfg.output_dir = out / "runs"
-    cfg.experiment_name = scene.name
-    cfg.timestamp = variant
-    cfg.vis = "tensorboard"
-    cfg.machine.seed = seed
-    cfg.logging.local_writer.enable = False
-    cfg.steps_per_eval_image = 10**9
-    cfg.steps_per_eval_all_images = 10**9
-    cfg.steps_per_save = steps
-    cfg.save_only_latest_checkpoint = True
-    return cfg
+    return scripted(cfg, scene, out / "runs", scene.name, variant, seed)
 
 
 def _sync(device: torch.device) -> None:
@@ -86,12 +75,7 @@ def sharpness(img: torch.Tensor) -> float:
 
 def run_variant(variant: str, args: argparse.Namespace, out: Path) -> Dict[str, Any]:
     cfg = trainer_config(variant, args.scene, out, args.size, args.steps, args.downscale, args.seed)
-    cfg.save_config()
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)  # as ns-train does; the Trainer itself does not seed
-    trainer = cfg.setup(local_rank=0, world_size=1)
-    trainer.setup()
+    trainer = seeded_trainer(cfg)
     start = time.perf_counter()
     trainer.train()
     train_s = time.perf_counter() - start
