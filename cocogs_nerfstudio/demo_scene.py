@@ -141,7 +141,7 @@ def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
         "property float x\nproperty float y\nproperty float z\n"
         "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
     )
-    lines = [f"{x:.6f} {y:.6f} {z:.6f} {r} {g} {b}" for (x, y, z), (r, g, b) in zip(xyz, rgb8)]
+    lines = [f"{x:.6f} {y:.6f} {z:.6f} {r} {g} {b}" for (x, y, z), (r, g, b) in zip(xyz, rgb8, strict=True)]
     path.write_text(header + "\n".join(lines) + "\n")
 
 

@@ -47,11 +47,7 @@ def render_frames(model, cameras, settings: Iterable[tuple], label: str) -> List
         task = progress.add_task(label, total=len(settings))
         for cam_i, focus, aperture in settings:
             camera = cameras[cam_i : cam_i + 1].to(model.device)
-            if aperture <= 0:
-                out = model.get_outputs_for_camera(camera)
-            else:
-                out = model.render_defocused(camera, focus, aperture)
-            frames.append(_to_uint8(out["rgb"]))
+            frames.append(_to_uint8(model.render_defocused(camera, focus, aperture)["rgb"]))  # aperture 0: sharp
             progress.advance(task)
     return frames
 
