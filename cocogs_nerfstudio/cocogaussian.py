@@ -12,7 +12,7 @@ rasterizer): the baseline of every comparison.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Tuple, Type, Union
+from typing import Dict, List, Literal, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from gsplat.strategy import DefaultStrategy
@@ -26,6 +26,7 @@ from torch.nn import Parameter
 from cocogs_nerfstudio.blend_cnn import BlendCNN
 from cocogs_nerfstudio.coc import coc_diameter, coc_means, coc_quats, coc_scales, fixed_directions
 from cocogs_nerfstudio.coc_mlp import CocMLP
+from cocogs_nerfstudio.focus_init import focus_from_sharpness
 from cocogs_nerfstudio.lpips_offline import make_lpips
 from cocogs_nerfstudio.rasterize import rasterize, viewmats_from_camera_to_worlds
 from cocogs_nerfstudio.viewer_controls import DepthOfFieldControls
@@ -59,6 +60,11 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     """False: the ablation 'w/o aperture parameter' (K fixed to its unit)."""
     use_coc: bool = True
     """False: the ablation 'w/o CoC' (offsets σ₀/2·β·d with a constant σ₀, no depth or focus)."""
+    focus_init: Literal["sharpness", "mean"] = "sharpness"
+    """Initial d_F per training image: 'mean' (paper) = mean distance from the camera to the SfM
+    points; 'sharpness' (default, measured better on photos focused at different depths, see
+    README) = median distance of the SfM points each photo shows relatively sharpest
+    (focus_init.py). Without SfM points both fall back to the mean distance to the Gaussians."""
     densify_grad_combine: Literal["sum", "mean"] = "sum"
     """How the screen-space gradients of the M+1 renders of a base Gaussian are combined for
     densification: 'sum' (default, measured: 'mean' under-densifies) or 'mean' (official code)."""
@@ -173,14 +179,32 @@ class CoCoGaussianModel(SplatfactoModel):
 
     # ------------------------------------------------------------------ focus d_F
     @torch.no_grad()
-    def initialize_focus(self, camera_to_worlds: Tensor, points: Tensor) -> None:
-        """d_F of every training image := mean distance from its camera to the SfM points."""
+    def initialize_focus(
+        self,
+        camera_to_worlds: Tensor,
+        points: Tensor,
+        images: Optional[Sequence[Tensor]] = None,
+        Ks: Optional[Tensor] = None,
+    ) -> None:
+        """d_F of every training image from the SfM points: their mean distance from the camera
+        (``focus_init='mean'``, the paper) or, given the photos and intrinsics, the distance of the
+        points each photo shows relatively sharpest (``'sharpness'``, :mod:`focus_init`)."""
         if not self.config.coc_enabled:
             return
         centres = camera_to_worlds[:, :3, 3].to(points)
         all_dist = torch.cdist(centres, points)  # [num_train, P]
         dist = all_dist.mean(dim=1)
-        self.focus_unit.fill_(float(dist.mean()))
+        if self.config.focus_init == "sharpness" and images is not None and Ks is not None:
+            viewmats = viewmats_from_camera_to_worlds(camera_to_worlds.to(points))
+            sharp = focus_from_sharpness(images, viewmats.cpu(), Ks.cpu(), points.cpu()).to(points)
+            CONSOLE.log(
+                f"Focus d_F from photo sharpness: {float(sharp.min()):.3g} to {float(sharp.max()):.3g} "
+                f"(mean SfM point distance {float(dist.mean()):.3g})"
+            )
+            self.focus_unit.fill_(float(dist.mean()))
+            dist = sharp
+        else:
+            self.focus_unit.fill_(float(dist.mean()))
         self.focus_log.data.copy_(torch.log(dist / self.focus_unit).to(self.focus_log))
         self.focus_initialized.fill_(True)
         sample = all_dist.flatten()[torch.randperm(all_dist.numel())[:1_000_000]]

@@ -88,15 +88,27 @@ def image_folder(data: Path, downscale_factor: Optional[int]) -> Path:
     raise DataInputError(f"{data / names[-1]}: image folder not found (available: {available})")
 
 
-def downscaled_copy(image: Path, factor: int, cache: Path) -> Path:
-    """``image`` shrunk by ``factor`` (area filter) into ``cache``, written once."""
-    out = cache / image.parent.name / image.name
+def downscaled_copy(image: Path, factor: int, cache: Path, folder: Optional[str] = None) -> Path:
+    """``image`` shrunk by ``factor`` (area filter) into ``cache/folder`` (default: the image's
+    folder name), written once."""
+    out = cache / (folder or image.parent.name) / image.name
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         with Image.open(image) as im:
             w, h = im.size
             im.convert("RGB").resize((max(1, round(w / factor)), max(1, round(h / factor))), Image.BOX).save(out)
     return out
+
+
+def shrink_source(data: Path, factor: int) -> Optional[Tuple[Path, int]]:
+    """(folder, shrink) to make ``images_factor`` from: the least shrinking of ``images/`` (×1)
+    and the ``images_J`` with J dividing ``factor``; None when there is none."""
+    sources = [(1, data / "images")] + [(j, data / f"images_{j}") for j in range(2, factor) if factor % j == 0]
+    sources = [(j, p) for j, p in sources if p.is_dir()]
+    if not sources:
+        return None
+    j, folder = max(sources)
+    return folder, factor // j
 
 
 def list_images(folder: Path) -> List[Path]:
@@ -203,8 +215,9 @@ class DeblurNerfDataParserConfig(DataParserConfig):
     """Train on the all-in-focus twins in sharp_train/ (same file names): the upper bound of the
     benchmarks. Only rendered scenes have them."""
     make_downscaled: bool = False
-    """When images_K for --downscale-factor K is missing, shrink images/ by K into a cache folder
-    (``$COCOGS_CACHE``, default ~/.cache/cocogs) instead of failing. The scene folder is not written."""
+    """When images_K for --downscale-factor K is missing, make it in a cache folder
+    (``$COCOGS_CACHE``, default ~/.cache/cocogs) instead of failing: images/ shrunk by K, or an
+    images_J shrunk by K/J when J divides K (fern: images_8 → images_32). The scene folder is not written."""
 
 
 class DeblurNerfDataParser(DataParser):
@@ -235,14 +248,16 @@ class DeblurNerfDataParser(DataParser):
         try:
             return image_folder(data, factor)
         except DataInputError:
-            if not (self.config.make_downscaled and factor and (data / "images").is_dir()):
+            source = shrink_source(data, factor) if self.config.make_downscaled and factor else None
+            if source is None:
                 raise
+        folder, by = source
         root = Path(os.environ.get("COCOGS_CACHE", Path.home() / ".cache" / "cocogs"))
         tag = hashlib.sha1(str(data.resolve()).encode()).hexdigest()[:8]
         self._cache = root / f"{data.resolve().name}-{tag}" / f"x{factor}"
-        CONSOLE.log(f"{data / f'images_{factor}'} missing: using images/ shrunk by {factor} in {self._cache}")
-        for p in list_images(data / "images"):
-            downscaled_copy(p, factor, self._cache)
+        CONSOLE.log(f"{data / f'images_{factor}'} missing: using {folder.name}/ shrunk by {by} in {self._cache}")
+        for p in list_images(folder):
+            downscaled_copy(p, by, self._cache, "images")
         return self._cache / "images"
 
     def _llff_outputs(self, split: str) -> DataparserOutputs:

@@ -14,7 +14,8 @@ class CoCoGaussianPipelineConfig(VanillaPipelineConfig):
 
 
 class CoCoGaussianPipeline(VanillaPipeline):
-    """Initialises each training image's focus distance d_F from its camera and the SfM points.
+    """Initialises each training image's focus distance d_F from its camera, the SfM points and
+    (``focus_init='sharpness'``) its photo.
 
     The model never sees the training cameras at setup; the pipeline has both. Without SfM
     points, the model initialises d_F lazily at each image's first training visit instead.
@@ -26,5 +27,9 @@ class CoCoGaussianPipeline(VanillaPipeline):
         points = None if outputs is None else outputs.metadata.get("points3D_xyz")
         init = getattr(self.model, "initialize_focus", None)
         if points is not None and len(points) > 0 and init is not None:
+            images = None
+            if getattr(self.model.config, "focus_init", "mean") == "sharpness":
+                # loaded before reading the cameras: undistortion may change their intrinsics
+                images = [data["image"] for data in self.datamanager.cached_train]  # type: ignore[attr-defined]
             cameras = self.datamanager.train_dataset.cameras  # type: ignore[union-attr]
-            init(cameras.camera_to_worlds, points.to(self.model.device).float())
+            init(cameras.camera_to_worlds, points.to(self.model.device).float(), images, cameras.get_intrinsics_matrices())

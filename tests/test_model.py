@@ -44,13 +44,24 @@ def test_one_step_reaches_aperture_mlp_focus_cnn_and_gaussians(coc_trainer) -> N
         assert value > 0, f"no gradient reached {name}"
 
 
-def test_focus_initialised_from_sfm_points(coc_trainer) -> None:
+def test_focus_initialised_from_sfm_points(coc_trainer, demo_scene: Path, tmp_path: Path) -> None:
+    """'sharpness' (default) equals focus_from_sharpness on the cached photos; 'mean' (paper) the
+    mean camera-to-point distance. Either way every d_F is set before the first step."""
+    from cocogs_nerfstudio.focus_init import focus_from_sharpness
+    from cocogs_nerfstudio.rasterize import viewmats_from_camera_to_worlds
+
     model = coc_trainer.pipeline.model
-    cams = coc_trainer.pipeline.datamanager.train_dataset.cameras
-    pts = coc_trainer.pipeline.datamanager.train_dataparser_outputs.metadata["points3D_xyz"]
-    expected = torch.cdist(cams.camera_to_worlds[:, :3, 3], pts.float()).mean(1)
+    dm = coc_trainer.pipeline.datamanager
+    cams = dm.train_dataset.cameras
+    pts = dm.train_dataparser_outputs.metadata["points3D_xyz"].float()
+    images = [d["image"] for d in dm.cached_train]
+    expected = focus_from_sharpness(images, viewmats_from_camera_to_worlds(cams.camera_to_worlds), cams.get_intrinsics_matrices(), pts)
     assert bool(model.focus_initialized.all())
     assert torch.allclose(model.focus_distance().detach(), expected, rtol=1e-4)
+
+    paper = make_trainer(demo_scene, tmp_path / "mean", steps=10, name="mean", focus_init="mean").pipeline.model
+    mean = torch.cdist(cams.camera_to_worlds[:, :3, 3], pts).mean(1)
+    assert torch.allclose(paper.focus_distance().detach(), mean, rtol=1e-4)
 
 
 def test_sharp_render_is_the_base_gaussians_alone(coc_trainer) -> None:
