@@ -3,6 +3,8 @@
 
     python benchmarks/run.py SCENE [--size cpu|gpu] [--steps N] [--downscale K] [--out DIR]
 
+(CPU threads: all cores, or ``COCOGS_THREADS``.)
+
 Writes DIR/results.json, DIR/results.md (a markdown table) and DIR/figure.png (one sharp test view:
 ground truth, baseline, CoCoGaussian, upper bound; below it CoCoGaussian's focus sweep).
 ``--size cpu``: cocogaussian-small's schedule on downscaled images (minutes on 2 cores);
@@ -319,5 +321,5 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ.get("COCOGS_THREADS", os.cpu_count() or 1)))
     main()
