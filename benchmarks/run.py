@@ -200,7 +200,8 @@ def _row(paths: List[Path]) -> Optional[np.ndarray]:
 
 def figure(out: Path, variants: List[str]) -> None:
     """Rows: a sharp test view (ground truth, then each variant); the first training view (its
-    defocused photo, each variant's sharp render, its all-in-focus twin); CoCoGaussian's focus sweep."""
+    defocused photo, each variant's sharp render, its all-in-focus twin); CoCoGaussian's focus sweep.
+    Images under 150 px high are shown enlarged 2× or more (pixel replication)."""
     rows = [
         _row([out / "gt_test0.png"] + [out / f"{v}_test0.png" for v in variants]),
         _row([out / "photo_train0.png"] + [out / f"{v}_train0.png" for v in variants] + [out / "sharp_train0.png"]),
@@ -209,7 +210,10 @@ def figure(out: Path, variants: List[str]) -> None:
     rows = [r for r in rows if r is not None]
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    Image.fromarray(np.concatenate(rows, axis=0)).save(out / "figure.png")
+    grid = np.concatenate(rows, axis=0)
+    tile = rows[0].shape[0]  # small CPU-mode images are enlarged (nearest) to at least 150 px high
+    zoom = max(1, -(-150 // tile))
+    Image.fromarray(grid.repeat(zoom, axis=0).repeat(zoom, axis=1)).save(out / "figure.png")
 
 
 def markdown(results: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:

@@ -38,6 +38,7 @@ def test_benchmark_command_writes_results_table_and_figure(demo_scene: Path, tmp
     table = (out / "results.md").read_text()
     assert "| cocogaussian |" in table and "PSNR gain over the baseline ≥ +3 dB" in table
     assert ("defocus preview ≥ 30 fps (144×108)" in table) == (size == "gpu")
-    # three rows: test view (GT + 3 variants), training view (photo + 3 + twin), focus sweep (5 frames)
+    # three rows: test view (GT + 3 variants), training view (photo + 3 + twin), focus sweep (5
+    # frames), 96×72 tiles enlarged 3× (to at least 150 px high)
     fig = Image.open(out / "figure.png")
-    assert fig.size == (5 * 96, 3 * 72)
+    assert fig.size == (3 * 5 * 96, 3 * 3 * 72)
