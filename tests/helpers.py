@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,3 +30,9 @@ def run_iteration(trainer: Trainer, step: int) -> None:
     trainer.train_iteration(step)
     for cb in trainer.callbacks:
         cb.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+
+
+def console_script(name: str) -> str:
+    """A console script (``ns-train``, ``ns-eval``, ...) of this Python environment, activated or not."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import make_trainer
+from helpers import console_script, make_trainer
 
 
 def test_methods_and_dataparser_are_registered() -> None:
@@ -32,9 +32,10 @@ def test_methods_and_dataparser_are_registered() -> None:
 
 def test_ns_train_help_lists_the_method() -> None:
     env = {**os.environ, "COLUMNS": "200"}
-    out = subprocess.run(["ns-train", "--help"], capture_output=True, text=True, env=env, timeout=300)
+    ns_train = console_script("ns-train")
+    out = subprocess.run([ns_train, "--help"], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0 and "cocogaussian" in out.stdout
-    out = subprocess.run(["ns-train", "cocogaussian", "--help"], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run([ns_train, "cocogaussian", "--help"], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0 and "coc-start-step" in out.stdout
 
 
@@ -60,7 +61,7 @@ def test_short_training_lowers_the_loss_and_ns_eval_writes_metrics(demo_scene: P
     assert config.exists() and any((config.parent / "nerfstudio_models").glob("step-*.ckpt"))
     out_json = tmp_path / "eval.json"
     res = subprocess.run(
-        ["ns-eval", "--load-config", str(config), "--output-path", str(out_json)],
+        [console_script("ns-eval"), "--load-config", str(config), "--output-path", str(out_json)],
         capture_output=True, text=True, timeout=600, env={**os.environ, "TORCHDYNAMO_DISABLE": "1"},
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import console_script
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [
     "--headless=new",
@@ -85,7 +87,7 @@ def test_viewer_defocus_controls_change_the_render(trained: dict, tmp_path: Path
     config = trained["cocogaussian"]["config"]
     log = open(tmp_path / "ns-viewer.log", "w")
     proc = subprocess.Popen(
-        ["ns-viewer", "--load-config", str(config), "--viewer.websocket-port", str(port)],
+        [console_script("ns-viewer"), "--load-config", str(config), "--viewer.websocket-port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TORCHDYNAMO_DISABLE": "1"},
     )  # fmt: skip
     try:
