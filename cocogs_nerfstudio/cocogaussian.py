@@ -194,6 +194,7 @@ class CoCoGaussianModel(SplatfactoModel):
         centres = camera_to_worlds[:, :3, 3].to(points)
         all_dist = torch.cdist(centres, points)  # [num_train, P]
         dist = all_dist.mean(dim=1)
+        self.focus_unit.fill_(float(dist.mean()))
         if self.config.focus_init == "sharpness" and images is not None and Ks is not None:
             viewmats = viewmats_from_camera_to_worlds(camera_to_worlds.to(points))
             sharp = focus_from_sharpness(images, viewmats.cpu(), Ks.cpu(), points.cpu()).to(points)
@@ -201,10 +202,7 @@ class CoCoGaussianModel(SplatfactoModel):
                 f"Focus d_F from photo sharpness: {float(sharp.min()):.3g} to {float(sharp.max()):.3g} "
                 f"(mean SfM point distance {float(dist.mean()):.3g})"
             )
-            self.focus_unit.fill_(float(dist.mean()))
             dist = sharp
-        else:
-            self.focus_unit.fill_(float(dist.mean()))
         self.focus_log.data.copy_(torch.log(dist / self.focus_unit).to(self.focus_log))
         self.focus_initialized.fill_(True)
         sample = all_dist.flatten()[torch.randperm(all_dist.numel())[:1_000_000]]

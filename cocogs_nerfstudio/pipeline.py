@@ -28,7 +28,9 @@ class CoCoGaussianPipeline(VanillaPipeline):
         init = getattr(self.model, "initialize_focus", None)
         if points is not None and len(points) > 0 and init is not None:
             images = None
-            if getattr(self.model.config, "focus_init", "mean") == "sharpness":
+            # photos only for a run that trains: ns-eval / ns-viewer ("test", "inference") restore
+            # d_F from the checkpoint, and need not load and undistort every training image first
+            if self.test_mode == "val" and getattr(self.model.config, "focus_init", "mean") == "sharpness":
                 # loaded before reading the cameras: undistortion may change their intrinsics
                 images = [data["image"] for data in self.datamanager.cached_train]  # type: ignore[attr-defined]
             cameras = self.datamanager.train_dataset.cameras  # type: ignore[union-attr]
