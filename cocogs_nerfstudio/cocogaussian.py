@@ -11,23 +11,24 @@ rasterizer): the baseline of every comparison.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Sequence, Tuple, Type, Union
+from typing import Dict, Iterator, List, Literal, Optional, Sequence, Tuple, Type, Union
 
 import torch
-from gsplat.strategy import DefaultStrategy
 from nerfstudio.cameras.cameras import Cameras
-from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoModelConfig, num_sh_bases
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
+from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
-from pytorch_msssim import SSIM
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import Parameter
 
 from cocogs_nerfstudio.blend_cnn import BlendCNN
 from cocogs_nerfstudio.coc import coc_diameter, coc_means, coc_quats, coc_scales, fixed_directions
 from cocogs_nerfstudio.coc_mlp import CocMLP
+from cocogs_nerfstudio.densification import CocStrategy, merge_render_infos
 from cocogs_nerfstudio.focus_init import focus_from_sharpness
-from cocogs_nerfstudio.lpips_offline import make_lpips
+from cocogs_nerfstudio.lpips_offline import LPIPSUnavailable, make_lpips
 from cocogs_nerfstudio.rasterize import rasterize, viewmats_from_camera_to_worlds
 from cocogs_nerfstudio.viewer_controls import DepthOfFieldControls
 
@@ -70,6 +71,10 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     densification: 'sum' (default, measured: 'mean' under-densifies) or 'mean' (official code)."""
     opacity_reset: bool = False
     """Reset opacities every reset_alpha_every refinements (Splatfacto: on; official code: off)."""
+    size_pruning: bool = False
+    """Prune Gaussians larger than cull_scale_thresh (world) or cull_screen_size (screen, until
+    stop_screen_size_at) after reset_alpha_every refinements, as Splatfacto does (official code:
+    off). Off, those two thresholds have no effect."""
     mlp_width: int = 64
     mlp_layers: int = 3
     mean_freqs: int = 3
@@ -77,6 +82,24 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     blend_cnn_width: int = 64
     ssim_lambda: float = 0.3
     """λ of Eq. 14 (paper: 0.3; official code: 0.25)."""
+
+
+NETWORK_GROUPS = ("coc_mlp", "blend_cnn", "focus")
+"""Optimizer groups of h_θ, the blend CNN and d_F (they train from ``coc_start_step``)."""
+
+
+@contextmanager
+def _lpips_deferred() -> Iterator[None]:
+    """Within: torchmetrics' LPIPS class is a no-op stand-in, so that Splatfacto's setup does not
+    download AlexNet weights (offline: a urllib traceback); the model builds LPIPS itself after."""
+    import torchmetrics.image.lpip as lpip
+
+    original = lpip.LearnedPerceptualImagePatchSimilarity
+    lpip.LearnedPerceptualImagePatchSimilarity = LPIPSUnavailable  # type: ignore[misc, assignment]
+    try:
+        yield
+    finally:
+        lpip.LearnedPerceptualImagePatchSimilarity = original  # type: ignore[misc]
 
 
 def _camera_centre(camera_to_world: Tensor) -> Tensor:
@@ -90,55 +113,27 @@ class CoCoGaussianModel(SplatfactoModel):
 
     # ------------------------------------------------------------------ setup
     def populate_modules(self) -> None:
-        """Splatfacto's setup, device-agnostic and offline-safe, plus h_θ, the blend CNN and d_F."""
+        """Splatfacto's setup on any device and offline, a strategy with explicit opacity reset and
+        size pruning, plus h_θ, the blend CNN and d_F."""
         cfg = self.config
-        if self.seed_points is not None and not cfg.random_init:
-            means = self.seed_points[0].float().clone()
-        else:
-            means = (torch.rand((cfg.num_random, 3)) - 0.5) * cfg.random_scale
-        distances, _ = self.k_nearest_sklearn(means, 3)
-        avg_dist = torch.from_numpy(distances).mean(dim=-1, keepdim=True).clamp_min(1e-7)
-        n = means.shape[0]
-        dim_sh = num_sh_bases(cfg.sh_degree)
-        quats = torch.randn(n, 4)
-        quats = quats / quats.norm(dim=-1, keepdim=True)
-        features_rest = torch.zeros(n, dim_sh - 1, 3)
-        has_colors = self.seed_points is not None and not cfg.random_init and self.seed_points[1].shape[0] > 0
-        if has_colors:
-            rgb = self.seed_points[1].float() / 255.0
-            features_dc = RGB2SH(rgb) if cfg.sh_degree > 0 else torch.logit(rgb, eps=1e-10)
-        else:
-            features_dc = torch.rand(n, 3)
-        self.gauss_params = nn.ParameterDict(
-            {
-                "means": Parameter(means),
-                "scales": Parameter(torch.log(avg_dist.repeat(1, 3))),
-                "quats": Parameter(quats),
-                "features_dc": Parameter(features_dc),
-                "features_rest": Parameter(features_rest),
-                "opacities": Parameter(torch.logit(0.1 * torch.ones(n, 1))),
-            }
-        )
-        self.camera_optimizer = cfg.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
         if cfg.use_bilateral_grid:
             raise ValueError("use_bilateral_grid is not supported by cocogaussian")
-
-        from torchmetrics.image import PeakSignalNoiseRatio
-
-        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
-        self.ssim = SSIM(data_range=1.0, size_average=True, channel=3)
+        # Splatfacto's populate_modules puts seed colours on .cuda() and builds LPIPS with a
+        # download: let it build everything without colours and LPIPS, then add both here.
+        seeds, colors = self.seed_points, None
+        if seeds is not None:
+            colors = seeds[1]
+            self.seed_points = (seeds[0].float().clone(), seeds[1][:0])
+        with _lpips_deferred():
+            super().populate_modules()
+        self.seed_points = seeds
+        if colors is not None and colors.shape[0] > 0 and not cfg.random_init:
+            rgb = colors.float() / 255.0
+            self.features_dc.data = RGB2SH(rgb) if cfg.sh_degree > 0 else torch.logit(rgb, eps=1e-10)
         self.lpips = make_lpips()
-        self.step = 0
-        self.crop_box = None
-        if cfg.background_color == "random":
-            self.background_color = torch.tensor([0.1490, 0.1647, 0.2157])  # viser's background
-        else:
-            from nerfstudio.utils.colors import get_color
 
-            self.background_color = get_color(cfg.background_color)
-
-        reset_every = cfg.reset_alpha_every * cfg.refine_every if cfg.opacity_reset else 2**31
-        self.strategy = DefaultStrategy(
+        reset_every = cfg.reset_alpha_every * cfg.refine_every
+        self.strategy = CocStrategy(
             prune_opa=cfg.cull_alpha_thresh,
             grow_grad2d=cfg.densify_grad_thresh,
             grow_scale3d=cfg.densify_size_thresh,
@@ -148,12 +143,13 @@ class CoCoGaussianModel(SplatfactoModel):
             refine_scale2d_stop_iter=cfg.stop_screen_size_at,
             refine_start_iter=cfg.warmup_length,
             refine_stop_iter=cfg.stop_split_at,
-            reset_every=reset_every,
+            reset_every=reset_every if cfg.opacity_reset else 2**31,
             refine_every=cfg.refine_every,
             pause_refine_after_reset=self.num_train_data + cfg.refine_every if cfg.opacity_reset else 0,
             absgrad=cfg.use_absgrad,
             revised_opacity=False,
             verbose=True,
+            size_prune_after=reset_every if cfg.size_pruning else None,
         )
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
         self._infos: List[Dict] = []
@@ -185,39 +181,43 @@ class CoCoGaussianModel(SplatfactoModel):
         points: Tensor,
         images: Optional[Sequence[Tensor]] = None,
         Ks: Optional[Tensor] = None,
+        max_points: int = 100_000,
+        seed: int = 0,
     ) -> None:
-        """d_F of every training image from the SfM points: their mean distance from the camera
-        (``focus_init='mean'``, the paper) or, given the photos and intrinsics, the distance of the
-        points each photo shows relatively sharpest (``'sharpness'``, :mod:`focus_init`)."""
+        """d_F of every training image and the viewer's focus range, from points of the scene.
+
+        ``points`` are the SfM points (or, without them, the Gaussians' means). d_F is their mean
+        distance from the camera (``focus_init='mean'``, the paper) or, given the photos and
+        intrinsics, the distance of the points each photo shows relatively sharpest
+        (``'sharpness'``, :mod:`focus_init`). At most ``max_points`` points (a seeded random
+        subset) are used, so memory grows with images + points, not with their product. Runs on
+        the points' device; reads a handful of scalars back.
+        """
         if not self.config.coc_enabled:
             return
-        centres = camera_to_worlds[:, :3, 3].to(points)
-        all_dist = torch.cdist(centres, points)  # [num_train, P]
-        dist = all_dist.mean(dim=1)
-        self.focus_unit.fill_(float(dist.mean()))
+        generator = torch.Generator().manual_seed(seed)
+        if points.shape[0] > max_points:
+            points = points[torch.randperm(points.shape[0], generator=generator)[:max_points].to(points.device)]
+        c2w = camera_to_worlds.to(points)
+        centres = c2w[:, :3, 3]
+        dist = torch.cat([torch.cdist(chunk, points).mean(dim=1) for chunk in centres.split(64)])  # [num_train]
+        unit = dist.mean()
+        self.focus_unit.copy_(unit)
         if self.config.focus_init == "sharpness" and images is not None and Ks is not None:
-            viewmats = viewmats_from_camera_to_worlds(camera_to_worlds.to(points))
-            sharp = focus_from_sharpness(images, viewmats.cpu(), Ks.cpu(), points.cpu()).to(points)
+            dist = focus_from_sharpness(images, viewmats_from_camera_to_worlds(c2w), Ks.to(points), points)
             CONSOLE.log(
-                f"Focus d_F from photo sharpness: {float(sharp.min()):.3g} to {float(sharp.max()):.3g} "
-                f"(mean SfM point distance {float(dist.mean()):.3g})"
+                f"Focus d_F from photo sharpness: {float(dist.min()):.3g} to {float(dist.max()):.3g} "
+                f"(mean SfM point distance {float(unit):.3g})"
             )
-            dist = sharp
-        self.focus_log.data.copy_(torch.log(dist / self.focus_unit).to(self.focus_log))
+        self.focus_log.data.copy_(torch.log(dist / unit).to(self.focus_log))
         self.focus_initialized.fill_(True)
-        sample = all_dist.flatten()[torch.randperm(all_dist.numel())[:1_000_000]]
-        near, far = torch.quantile(sample, torch.tensor([0.02, 0.98], dtype=sample.dtype)).tolist()
-        self.depth_of_field.set_focus_range(0.5 * near, 1.5 * far, float(self.focus_unit))
-
-    @torch.no_grad()
-    def _lazy_init_focus(self, index: int, centre: Tensor) -> None:
-        """Fallback without SfM points: mean distance to the current Gaussians, at first visit."""
-        dist = (self.means - centre[None]).norm(dim=-1).mean()
-        if not bool(self.focus_initialized.any()):
-            self.focus_unit.fill_(float(dist))
-            self.depth_of_field.set_focus_range(0.1 * float(dist), 5.0 * float(dist), float(dist))
-        self.focus_log.data[index] = torch.log(dist / self.focus_unit)
-        self.focus_initialized[index] = True
+        # the viewer's focus range: 2-98% of camera-to-point distances, from random (camera, point) pairs
+        pairs = 1_000_000
+        cams = torch.randint(centres.shape[0], (pairs,), generator=generator).to(points.device)
+        pts = torch.randint(points.shape[0], (pairs,), generator=generator).to(points.device)
+        sample = (centres[cams] - points[pts]).norm(dim=-1)
+        near, far = torch.quantile(sample, sample.new_tensor([0.02, 0.98])).tolist()
+        self.depth_of_field.set_focus_range(0.5 * near, 1.5 * far, float(unit))
 
     def focus_distance(self, index: Union[int, Tensor, None] = None) -> Tensor:
         """Learned focus distance d_F of training image(s) ``index`` (all when None)."""
@@ -245,7 +245,7 @@ class CoCoGaussianModel(SplatfactoModel):
         ``scales`` are activated; ``aperture_scale`` multiplies the learned K (viewer control).
         """
         cfg = self.config
-        out = self.coc_mlp(centre, means.detach(), scales.detach(), quats.detach())
+        out = self.coc_mlp(centre.detach(), means.detach(), scales.detach(), quats.detach())
         unit = self.aperture_unit
         aperture = unit * (out.aperture if cfg.use_aperture else torch.ones_like(out.aperture))
         if cfg.use_coc:
@@ -280,9 +280,7 @@ class CoCoGaussianModel(SplatfactoModel):
         if self.training:
             if self.step < cfg.coc_start_step or camera.metadata is None or "cam_idx" not in camera.metadata:
                 return None
-            index = int(camera.metadata["cam_idx"])  # type: ignore[index]
-            if not bool(self.focus_initialized[index]):
-                self._lazy_init_focus(index, _camera_centre(c2w).detach())
+            index = int(camera.metadata["cam_idx"])  # type: ignore[index]  (a Python int: no sync)
             return self.focus_distance(index), 1.0
         setting = self.defocus_preview if self.defocus_preview is not None else self.depth_of_field.setting()
         if setting is None or setting[1] <= 0:
@@ -392,11 +390,14 @@ class CoCoGaussianModel(SplatfactoModel):
                 infos.append(info_m)
             images.append(rgb)  # I_{M+1}: the base render
             blurred, weights = self.blend_cnn(torch.stack(images, 0))
-            outputs.update(rgb=blurred, rgb_sharp=rgb, blend_weights=weights)
+            # [H, W, C] outputs only (the viewer offers each as a choice): the blend, the sharp
+            # render, and the blend weight of the sharp render (1 = the CNN sees this pixel in focus)
+            outputs.update(rgb=blurred, rgb_sharp=rgb, in_focus_weight=weights[-1])
 
         if self.training and torch.is_grad_enabled():
+            optimizers = getattr(self, "optimizers", {})  # set by step_cb, before the first training step
             for inf in infos:
-                inf["means2d"].retain_grad()
+                self.strategy.step_pre_backward(self.gauss_params, optimizers, self.strategy_state, self.step, inf)
             self._infos = infos
             self.info = infos[0]
         if not self.training and background.shape[0] == 3:
@@ -406,28 +407,24 @@ class CoCoGaussianModel(SplatfactoModel):
 
     # ------------------------------------------------------------------ densification
     def combined_info(self) -> Dict:
-        """One info dict for gsplat's strategy from the M+1 renders of this step.
+        """The info dict of this step's M+1 renders, merged for the strategy (:mod:`densification`)."""
+        return merge_render_infos(self._infos, self.config.densify_grad_combine)
 
-        Screen-space gradients (and absgrads) of the renders are summed (or averaged) per base
-        Gaussian; a Gaussian counts as visible when any render saw it.
-        """
-        infos = self._infos
-        if len(infos) == 1:
-            return infos[0]
-
-        def total(attr: str) -> Optional[Tensor]:
-            parts = [getattr(i["means2d"], attr, None) for i in infos]
-            parts = [p for p in parts if p is not None]
-            if not parts:
-                return None
-            s = torch.stack(parts, 0).sum(0)
-            return s / len(infos) if self.config.densify_grad_combine == "mean" else s
-
-        proxy = torch.zeros_like(infos[0]["means2d"].detach())
-        proxy.grad = total("grad")
-        proxy.absgrad = total("absgrad")  # type: ignore[attr-defined]
-        radii = torch.stack([i["radii"] for i in infos], 0).amax(0)
-        return {**infos[0], "means2d": proxy, "radii": radii}
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        """Splatfacto's callbacks; says so when the networks' learning-rate decay does not start
+        with CoC modelling (``--pipeline.model.coc-start-step`` changed alone)."""
+        schedulers = {}
+        if self.config.coc_enabled and training_callback_attributes.optimizers is not None:
+            schedulers = {name: training_callback_attributes.optimizers.config.get(name, {}).get("scheduler") for name in NETWORK_GROUPS}
+        late = [name for name, sched in schedulers.items() if sched is not None and getattr(sched, "warmup_steps", 0) != self.config.coc_start_step]
+        if late:
+            CONSOLE.print(
+                f"[yellow]The learning rates of {', '.join(late)} start decaying at another step than CoC modelling "
+                f"({self.config.coc_start_step}): set --optimizers.<group>.scheduler.warmup-steps "
+                f"{self.config.coc_start_step} too.",
+                soft_wrap=True,
+            )
+        return super().get_training_callbacks(training_callback_attributes)
 
     def step_post_backward(self, step: int) -> None:
         assert step == self.step
@@ -445,14 +442,27 @@ class CoCoGaussianModel(SplatfactoModel):
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         groups = super().get_param_groups()
         if self.config.coc_enabled:
-            groups["coc_mlp"] = list(self.coc_mlp.parameters())
-            groups["blend_cnn"] = list(self.blend_cnn.parameters())
-            groups["focus"] = [self.focus_log]
+            groups[NETWORK_GROUPS[0]] = list(self.coc_mlp.parameters())
+            groups[NETWORK_GROUPS[1]] = list(self.blend_cnn.parameters())
+            groups[NETWORK_GROUPS[2]] = [self.focus_log]
         return groups
 
     def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
-        """Resize the Gaussians to the checkpoint's count, then restore the training step."""
-        result = super().load_state_dict(dict, **kwargs)
+        """Resize the Gaussians to the checkpoint's count in place, then restore the training step.
+
+        Splatfacto replaces the Gaussian Parameters here; nerfstudio's Trainer has already given
+        the old ones to its optimizers, so a resumed run (``--load-dir``) would step orphaned
+        tensors and the Gaussians would not train. Resizing ``.data`` keeps each Parameter (and
+        the optimizer's reference to it); the optimizer state is loaded right after this.
+        """
+        if "means" in dict:  # checkpoints of old nerfstudio versions, as Splatfacto handles them
+            for name in self.gauss_params.keys():
+                dict[f"gauss_params.{name}"] = dict.pop(name)
+        count = dict["gauss_params.means"].shape[0]
+        for param in self.gauss_params.values():
+            param.data = param.data.new_zeros((count,) + tuple(param.shape[1:]))
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)  # per-Gaussian stats restart
+        result = super(SplatfactoModel, self).load_state_dict(dict, **kwargs)
         self.step = int(self.trained_steps)
         return result
 
@@ -460,13 +470,11 @@ class CoCoGaussianModel(SplatfactoModel):
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        """PSNR, SSIM and (when its weights are available) LPIPS of the sharp render."""
-        gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
-        pred = outputs["rgb"]
-        combined = torch.cat([gt, pred], dim=1)
-        gt_b, pred_b = gt.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None]
-        metrics = {"psnr": float(self.psnr(gt_b, pred_b).item()), "ssim": float(self.ssim(gt_b, pred_b))}
-        if self.lpips is not None:
-            metrics["lpips"] = float(self.lpips(gt_b, pred_b))
-        return metrics, {"img": combined}
-
+        """Splatfacto's PSNR, SSIM, LPIPS (and ``color_corrected_metrics``), always of the sharp
+        render: a defocus preview left on in the viewer changes what is shown, not what is measured."""
+        sharp = {**outputs, "rgb": outputs.get("rgb_sharp", outputs["rgb"])}
+        metrics, images = super().get_image_metrics_and_images(sharp, batch)
+        if not self.lpips.available:
+            metrics.pop("lpips", None)
+            metrics.pop("cc_lpips", None)
+        return metrics, images

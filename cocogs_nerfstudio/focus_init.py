@@ -59,32 +59,41 @@ def focus_from_sharpness(
     """d_F per image [N]: median distance of the points it shows relatively sharpest (see module doc).
 
     Args:
-        images: N photos [H_i, W_i, C] (any dtype; only relative values matter).
+        images: N photos [H_i, W_i, C] (any dtype and device; only relative values matter).
         viewmats: world→camera (OpenCV axes) [N, 4, 4]; Ks: intrinsics [N, 3, 3] for those sizes.
-        points: SfM points [P, 3] in the same world frame.
+        points: SfM points [P, 3] in the same world frame; the work happens on their device.
     Images that see fewer than ``min_points`` points get the median distance of what they see
     (or of all points, when they see none).
+
+    Memory grows with the (image, point) pairs actually seen, never with images × points: one
+    image is projected at a time and only the points it sees are kept.
     """
-    n, p = len(images), points.shape[0]
-    sharp = torch.zeros(n, p)
-    dist = torch.zeros(n, p)
-    seen = torch.zeros(n, p, dtype=torch.bool)
+    device = points.device
+    viewmats, Ks = viewmats.to(device), Ks.to(device)
+    p = points.shape[0]
+    sharp_sum = torch.zeros(p, device=device)
+    seen_count = torch.zeros(p, device=device)
+    per_image: List[tuple[Tensor, Tensor, Tensor]] = []  # (point ids, sharpness, distance) seen by each image
+    fallback: List[Tensor] = []  # median distance of every point, for images that see none
     for i, image in enumerate(images):
         h, w = image.shape[:2]
         uv, d, inside = project_points(points, viewmats[i].float(), Ks[i].float(), w, h)
-        s = local_sharpness(image)
-        px = uv.long()
-        sharp[i, inside] = s[px[inside, 1], px[inside, 0]]
-        dist[i], seen[i] = d, inside
-    mean_sharp = (sharp * seen).sum(0) / seen.sum(0).clamp_min(1)
-    floor = 0.1 * mean_sharp[seen.any(0)].median() if bool(seen.any()) else torch.tensor(0.0)
-    relative = sharp / (mean_sharp + floor).clamp_min(1e-12)  # the floor mutes textureless points
+        ids = torch.nonzero(inside).squeeze(1)
+        px = uv[ids].long()
+        s = local_sharpness(image.to(device))[px[:, 1], px[:, 0]]
+        sharp_sum.index_add_(0, ids, s)
+        seen_count.index_add_(0, ids, torch.ones_like(s))
+        per_image.append((ids, s, d[ids]))
+        fallback.append(d.median())
+    seen_any = seen_count > 0
+    mean_sharp = sharp_sum / seen_count.clamp_min(1)
+    floor = 0.1 * mean_sharp[seen_any].median() if bool(seen_any.any()) else mean_sharp.new_zeros(())
     focus: List[Tensor] = []
-    for i in range(n):
-        d, r = dist[i, seen[i]], relative[i, seen[i]]
+    for (ids, s, d), d_all in zip(per_image, fallback, strict=True):
         if d.numel() < min_points:
-            focus.append(d.median() if d.numel() else dist[i].median())
+            focus.append(d.median() if d.numel() else d_all)
             continue
+        relative = s / (mean_sharp[ids] + floor).clamp_min(1e-12)  # the floor mutes textureless points
         k = max(1, int(round(top_fraction * d.numel())))
-        focus.append(d[torch.topk(r, k).indices].median())
+        focus.append(d[torch.topk(relative, k).indices].median())
     return torch.stack(focus)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 
@@ -38,8 +37,21 @@ def _fetch_weights(path: Path) -> None:
     torch.hub.download_url_to_file(AlexNet_Weights.IMAGENET1K_V1.url, str(path), progress=False)
 
 
-def make_lpips() -> Optional[nn.Module]:
-    """torchmetrics' LPIPS (AlexNet, inputs in [0, 1]), or None with a one-line message."""
+class LPIPSUnavailable(nn.Module):
+    """Stands in for LPIPS when its weights cannot be had: returns NaN; ``available`` is False."""
+
+    available = False
+
+    def __init__(self, **_: object) -> None:  # accepts LearnedPerceptualImagePatchSimilarity's arguments
+        super().__init__()
+
+    def forward(self, preds: Tensor, target: Tensor) -> Tensor:  # noqa: ARG002
+        return preds.new_tensor(float("nan"))
+
+
+def make_lpips() -> nn.Module:
+    """torchmetrics' LPIPS (AlexNet, inputs in [0, 1]) with ``available = True``, or, with a one-line
+    message, :class:`LPIPSUnavailable`. Either is a module: callers test ``.available``."""
     from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
     try:
@@ -48,9 +60,11 @@ def make_lpips() -> Optional[nn.Module]:
             _fetch_weights(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return LearnedPerceptualImagePatchSimilarity(normalize=True)
+            lpips = LearnedPerceptualImagePatchSimilarity(normalize=True)
     except Exception:  # noqa: BLE001  (URLError, OSError, HTTP errors, corrupt files…)
         from nerfstudio.utils.rich_utils import CONSOLE
 
         CONSOLE.print(f"[yellow]{lpips_help()}", soft_wrap=True)
-        return None
+        return LPIPSUnavailable()
+    lpips.available = True
+    return lpips

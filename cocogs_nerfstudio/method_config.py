@@ -24,8 +24,13 @@ from cocogs_nerfstudio.dataparser import DeblurNerfDataParserConfig
 from cocogs_nerfstudio.pipeline import CoCoGaussianPipelineConfig
 
 
-def _adam(lr: float, lr_final: float | None, max_steps: int) -> dict:
-    scheduler = None if lr_final is None else ExponentialDecaySchedulerConfig(lr_final=lr_final, max_steps=max_steps)
+def _adam(lr: float, lr_final: float | None, max_steps: int, start: int = 0) -> dict:
+    """Adam; with ``lr_final``, ``lr`` until step ``start``, then exponential decay to ``lr_final``."""
+    scheduler = None
+    if lr_final is not None:
+        scheduler = ExponentialDecaySchedulerConfig(
+            lr_final=lr_final, max_steps=max_steps, warmup_steps=start, lr_pre_warmup=lr
+        )
     return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": scheduler}
 
 
@@ -41,7 +46,10 @@ def make_trainer_config(
     steps_per_save: int = 2000,
     quit_on_train_completion: bool = False,
 ) -> TrainerConfig:
-    """A CoCoGaussian TrainerConfig; the learning rates of the MLP, CNN and d_F decay ×0.01."""
+    """A CoCoGaussian TrainerConfig. The learning rates of the MLP, CNN and d_F decay ×0.01 from the
+    step CoC modelling starts (the official code), before which they receive no gradient."""
+    model = model or CoCoGaussianModelConfig()
+    start = model.coc_start_step
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return TrainerConfig(
         method_name=method_name,
@@ -57,7 +65,7 @@ def make_trainer_config(
                 dataparser=DeblurNerfDataParserConfig(),
                 cache_images_type="uint8",
             ),
-            model=model or CoCoGaussianModelConfig(),
+            model=model,
         ),
         optimizers={
             "means": _adam(means_lr, means_lr / 100, max_steps),
@@ -72,9 +80,9 @@ def make_trainer_config(
                     lr_final=5e-7, max_steps=max_steps, warmup_steps=1000, lr_pre_warmup=0
                 ),
             },
-            "coc_mlp": _adam(network_lr, network_lr / 100, max_steps),
-            "blend_cnn": _adam(network_lr, network_lr / 100, max_steps),
-            "focus": _adam(focus_lr, focus_lr / 100, max_steps),
+            "coc_mlp": _adam(network_lr, network_lr / 100, max_steps, start),
+            "blend_cnn": _adam(network_lr, network_lr / 100, max_steps, start),
+            "focus": _adam(focus_lr, focus_lr / 100, max_steps, start),
         },
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15, quit_on_train_completion=quit_on_train_completion),
         vis="viewer",

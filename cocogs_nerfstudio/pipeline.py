@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Type
+from typing import List, Type
 
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 
 
@@ -14,24 +15,45 @@ class CoCoGaussianPipelineConfig(VanillaPipelineConfig):
 
 
 class CoCoGaussianPipeline(VanillaPipeline):
-    """Initialises each training image's focus distance d_F from its camera, the SfM points and
-    (``focus_init='sharpness'``) its photo.
+    """Initialises each training image's focus distance d_F (and the viewer's focus range) at set-up,
+    from its camera, the SfM points and (``focus_init='sharpness'``) its photo.
 
-    The model never sees the training cameras at setup; the pipeline has both. Without SfM
-    points, the model initialises d_F lazily at each image's first training visit instead.
+    The model never sees the training cameras; the pipeline has both. Without SfM points d_F starts
+    from the initial Gaussians and is set again from the trained Gaussians when CoC modelling starts
+    (the official code's initialisation, at its step 1500).
     """
 
     def __init__(self, config: CoCoGaussianPipelineConfig, device: str, *args, **kwargs) -> None:
         super().__init__(config, device, *args, **kwargs)
+        self._focus_from_gaussians = False
+        if getattr(self.model, "initialize_focus", None) is None or not self.model.config.coc_enabled:
+            return
         outputs = getattr(self.datamanager, "train_dataparser_outputs", None)
         points = None if outputs is None else outputs.metadata.get("points3D_xyz")
-        init = getattr(self.model, "initialize_focus", None)
-        if points is not None and len(points) > 0 and init is not None:
-            images = None
-            # photos only for a run that trains: ns-eval / ns-viewer ("test", "inference") restore
-            # d_F from the checkpoint, and need not load and undistort every training image first
-            if self.test_mode == "val" and getattr(self.model.config, "focus_init", "mean") == "sharpness":
-                # loaded before reading the cameras: undistortion may change their intrinsics
-                images = [data["image"] for data in self.datamanager.cached_train]  # type: ignore[attr-defined]
+        cameras = self.datamanager.train_dataset.cameras  # type: ignore[union-attr]
+        if points is None or len(points) == 0:
+            self._focus_from_gaussians = True
+            self.model.initialize_focus(cameras.camera_to_worlds, self.model.means.detach())
+            return
+        images = None
+        # photos only for a run that trains: ns-eval / ns-viewer ("test", "inference") restore d_F
+        # from the checkpoint, and need not load and undistort every training image first
+        if self.test_mode == "val" and self.model.config.focus_init == "sharpness":
+            # loaded before reading the cameras: undistortion may change their intrinsics
+            images = [data["image"] for data in self.datamanager.cached_train]  # type: ignore[attr-defined]
+        points = points.to(self.model.device).float()
+        self.model.initialize_focus(cameras.camera_to_worlds, points, images, cameras.get_intrinsics_matrices())
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        if self._focus_from_gaussians:
+            start = self.model.config.coc_start_step
             cameras = self.datamanager.train_dataset.cameras  # type: ignore[union-attr]
-            init(cameras.camera_to_worlds, points.to(self.model.device).float(), images, cameras.get_intrinsics_matrices())
+
+            def from_trained_gaussians(step: int) -> None:  # noqa: ARG001
+                self.model.initialize_focus(cameras.camera_to_worlds, self.model.means.detach())
+
+            callbacks.append(
+                TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], from_trained_gaussians, iters=(start,))
+            )
+        return callbacks

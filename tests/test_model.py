@@ -9,6 +9,8 @@ import torch
 
 from helpers import make_trainer, run_iteration
 
+from cocogs_nerfstudio.cocogaussian import CoCoGaussianModelConfig
+
 
 @pytest.fixture()
 def coc_trainer(demo_scene: Path, tmp_path: Path):
@@ -71,8 +73,10 @@ def test_sharp_render_is_the_base_gaussians_alone(coc_trainer) -> None:
     model.train()
     model.step = 5
     out = model.get_outputs(camera)
-    assert "rgb_sharp" in out and out["blend_weights"].shape[0] == model.config.num_coc_sets + 1
-    assert torch.allclose(out["blend_weights"].sum(0), torch.ones_like(out["blend_weights"][0]), atol=1e-5)
+    # every output is an [H, W, C] image (the viewer offers each one as a choice)
+    assert all(v.shape[:2] == out["rgb"].shape[:2] for k, v in out.items() if k != "background" and v is not None)
+    weight = out["in_focus_weight"]
+    assert weight.shape[-1] == 1 and bool((weight > 0).all()) and bool((weight < 1).all())
     model.eval()
     with torch.no_grad():
         sharp = model.get_outputs(camera)["rgb"]
@@ -100,7 +104,7 @@ def test_eval_and_novel_cameras_never_use_a_training_focus(coc_trainer) -> None:
     model.eval()
     with torch.no_grad():
         out = model.get_outputs(camera)
-    assert "blend_weights" not in out
+    assert "rgb_sharp" not in out and "in_focus_weight" not in out
 
 
 def test_densification_counts_the_coc_renders(demo_scene: Path, tmp_path: Path) -> None:
@@ -148,8 +152,81 @@ def test_resume_round_trip(demo_scene: Path, tmp_path: Path) -> None:
     for k, v in saved.items():
         assert torch.equal(v, loaded[k]), k
     assert resumed._start_step == 6 and resumed.pipeline.model.step == 6
+    # the optimizers (built before the checkpoint was loaded) still hold the model's Gaussians ...
+    model = resumed.pipeline.model
+    for name, param in model.gauss_params.items():
+        assert resumed.optimizers.optimizers[name].param_groups[0]["params"][0] is param, name
+        assert resumed.optimizers.optimizers[name].state[param]["exp_avg"].shape == param.shape, name
+    before = {name: param.detach().clone() for name, param in model.gauss_params.items()}
     resumed.train()  # nerfstudio trains max_num_iterations more steps: 6 -> 14
-    assert int(resumed.pipeline.model.trained_steps) == 14
+    assert int(model.trained_steps) == 14
+    # ... so the Gaussians keep training after a resume
+    for name in ("means", "scales", "opacities", "features_dc"):
+        assert not torch.allclose(model.gauss_params[name], before[name]), name
+
+
+def test_metrics_are_of_the_sharp_render_even_with_the_preview_on(coc_trainer) -> None:
+    """The viewer's defocus preview, left on during ns-train, must not change the eval metrics."""
+    model = coc_trainer.pipeline.model
+    model.eval()
+    camera, batch = coc_trainer.pipeline.datamanager.next_eval_image(0)
+    sharp_metrics, _ = model.get_image_metrics_and_images(model.get_outputs_for_camera(camera), batch)
+    controls = model.depth_of_field
+    controls.preview.value, controls.aperture.value = True, 4.0
+    controls.focus.value = float(model.focus_distance(0))
+    outputs = model.get_outputs_for_camera(camera)
+    assert not torch.allclose(outputs["rgb"], outputs["rgb_sharp"])  # the preview shows the defocus ...
+    metrics, images = model.get_image_metrics_and_images(outputs, batch)
+    assert metrics == pytest.approx(sharp_metrics)  # ... the metrics stay those of the sharp render
+    assert torch.equal(images["img"][:, -outputs["rgb"].shape[1]:], outputs["rgb_sharp"])
+
+
+def test_h_theta_sees_a_detached_camera(coc_trainer) -> None:
+    """The official code detaches every input of h_θ: with the camera optimizer on, poses must not
+    get gradients through the 2^9-frequency encoding of the camera centre."""
+    model = coc_trainer.pipeline.model
+    seen = {}
+    forward = model.coc_mlp.forward
+
+    def spy(centre, *rest):
+        seen["centre requires grad"] = centre.requires_grad
+        return forward(centre, *rest)
+
+    model.coc_mlp.forward = spy
+    centre = torch.tensor([0.1, 0.2, 0.3], requires_grad=True)
+    means, _, _ = model.coc_gaussian_sets(centre, torch.tensor(5.0), model.means, torch.exp(model.scales), model.quats)
+    assert seen == {"centre requires grad": False}
+    means.sum().backward()  # the camera still enters through its distance to each Gaussian (Eq. 7)
+    assert centre.grad is not None and torch.isfinite(centre.grad).all()
+
+
+def test_focus_without_sfm_points(demo_scene: Path, tmp_path: Path) -> None:
+    """Without SfM points d_F and the viewer's focus range are set at set-up (before the viewer
+    shows the controls) from the initial Gaussians, and again from the trained Gaussians at the
+    step CoC modelling starts (the official code's initialisation)."""
+    from helpers import trainer_config
+
+    from cocogs_nerfstudio.runs import seeded_trainer
+
+    cfg = trainer_config(demo_scene, tmp_path, steps=4, name="random", coc_start_step=2, num_random=2000)
+    cfg.pipeline.datamanager.dataparser.load_3D_points = False
+    trainer = seeded_trainer(cfg)
+    model = trainer.pipeline.model
+    centres = trainer.pipeline.datamanager.train_dataset.cameras.camera_to_worlds[:, :3, 3]
+    assert bool(model.focus_initialized.all())
+    initial = torch.cdist(centres, model.means.detach()).mean(1)
+    assert torch.allclose(model.focus_distance().detach(), initial, rtol=1e-4)
+    controls = model.depth_of_field.focus
+    assert 0 < controls.min < float(initial.min()) and controls.max > float(initial.max())
+    run_iteration(trainer, 0)
+    run_iteration(trainer, 1)
+    assert torch.allclose(model.focus_distance().detach(), initial, rtol=1e-4)  # no CoC yet: d_F untouched
+    model.gauss_params["means"].data.mul_(0.5)  # as if training had gathered the Gaussians
+    at_start = torch.cdist(centres, model.means.detach()).mean(1)
+    assert ((at_start / initial - 1).abs() > 0.1).all()
+    run_iteration(trainer, 2)
+    # d_F was set from where the Gaussians were when CoC started (then one step of its optimizer)
+    assert torch.allclose(model.focus_distance().detach(), at_start, rtol=0.06)  # one Adam step: ≤ 5% (focus lr 5e-2)
 
 
 @pytest.mark.parametrize(
@@ -166,3 +243,45 @@ def test_table3_ablations_train(demo_scene: Path, tmp_path: Path, ablation: dict
     assert torch.isfinite(model.means).all()
     if ablation.get("use_aperture") is False:  # K's output row gets no gradient without the aperture
         assert model.coc_mlp.head.weight.grad[0].abs().sum() == 0
+
+
+def test_network_learning_rates_decay_from_the_coc_start() -> None:
+    """h_θ, the blend CNN and d_F get no gradient before CoC starts; their learning rates decay
+    ×0.01 from that step (the official code), the Gaussians' from step 0."""
+    from cocogs_nerfstudio.method_config import make_trainer_config
+
+    cfg = make_trainer_config(max_steps=1000, model=CoCoGaussianModelConfig(coc_start_step=200))
+
+    def schedule(group: str) -> list:
+        lr = cfg.optimizers[group]["optimizer"].lr
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+        scheduler = cfg.optimizers[group]["scheduler"].setup().get_scheduler(optimizer, lr)
+        lrs = []
+        for _ in range(1000):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return lrs
+
+    for group in ("coc_mlp", "blend_cnn", "focus"):
+        lrs, lr = schedule(group), cfg.optimizers[group]["optimizer"].lr
+        assert lrs[0] == pytest.approx(lr) and lrs[199] == pytest.approx(lr) and lrs[200] == pytest.approx(lr), group
+        assert lrs[600] == pytest.approx(lr * 0.01**0.5, rel=1e-6), group  # half-way through the CoC phase
+    means = schedule("means")
+    assert means[200] == pytest.approx(1.6e-4 * 0.01**0.2, rel=1e-6)
+
+
+def test_focus_init_subsamples_many_points(coc_trainer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """300k points: d_F from a 5k subset within 2% of the exact mean distance, and no buffer of
+    images × all points (what the cdist calls see)."""
+    model = coc_trainer.pipeline.model
+    model.config.focus_init = "mean"
+    cameras = coc_trainer.pipeline.datamanager.train_dataset.cameras
+    points = torch.randn(300_000, 3, generator=torch.Generator().manual_seed(0)) * 3.0
+    shapes = []
+    cdist = torch.cdist
+    monkeypatch.setattr(torch, "cdist", lambda a, b: shapes.append((a.shape[0], b.shape[0])) or cdist(a, b))
+    model.initialize_focus(cameras.camera_to_worlds, points, max_points=5000)
+    assert shapes and all(n <= 64 and p == 5000 for n, p in shapes)
+    exact = cdist(cameras.camera_to_worlds[:, :3, 3], points).mean(1)
+    assert torch.allclose(model.focus_distance().detach(), exact, rtol=0.02)

@@ -85,7 +85,8 @@ def test_lpips_without_weights_or_network_is_one_line(tmp_path: Path, monkeypatc
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    assert lpips_offline.make_lpips() is None
+    lpips = lpips_offline.make_lpips()
+    assert not lpips.available and torch.isnan(lpips(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)))
     out = capsys.readouterr().out.strip()
     assert "Traceback" not in out and len(out.splitlines()) == 1
     assert "alexnet-owt-7be5be79.pth" in out and "TORCH_HOME" in out
@@ -97,7 +98,7 @@ def test_lpips_with_offline_weights() -> None:
     if not alexnet_weights_path().exists():
         pytest.skip("TORCH_HOME has no AlexNet weights")
     lpips = make_lpips()
-    assert lpips is not None
+    assert lpips.available
     torch.manual_seed(0)
     a, b = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
     assert float(lpips(a, a)) == pytest.approx(0.0, abs=1e-6)

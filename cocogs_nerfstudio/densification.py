@@ -1,0 +1,66 @@
+"""Densification of the base Gaussians with M+1 renders a step (gsplat's DefaultStrategy).
+
+Two things differ from Splatfacto: the strategy sees one info dict merged from the M+1 renders
+(:func:`merge_render_infos`), and pruning by size is an explicit switch instead of a side effect of
+the opacity reset (:class:`CocStrategy`). Plain tensor code, no nerfstudio imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Literal, Optional, Sequence
+
+import torch
+from gsplat.strategy import DefaultStrategy
+from gsplat.strategy.ops import remove
+from torch import Tensor
+
+
+def merge_render_infos(infos: Sequence[Dict[str, Any]], combine: Literal["sum", "mean"] = "sum") -> Dict[str, Any]:
+    """One info dict for the strategy from the renders of one step (base render first).
+
+    The screen-space gradients (``means2d.grad``, and ``.absgrad`` where the rasterizer provides
+    it) of the renders are summed, or averaged (the official code), per base Gaussian; a Gaussian
+    counts as visible where any render saw it (``radii`` is the largest of its radii).
+    """
+    if len(infos) == 1:
+        return infos[0]
+
+    def total(attr: str) -> Optional[Tensor]:
+        parts = [getattr(info["means2d"], attr, None) for info in infos]
+        parts = [part for part in parts if part is not None]
+        if not parts:
+            return None
+        summed = torch.stack(parts, 0).sum(0)
+        return summed / len(infos) if combine == "mean" else summed
+
+    proxy = torch.zeros_like(infos[0]["means2d"].detach())
+    proxy.grad = total("grad")
+    proxy.absgrad = total("absgrad")  # type: ignore[attr-defined]
+    radii = torch.stack([info["radii"] for info in infos], 0).amax(0)
+    return {**infos[0], "means2d": proxy, "radii": radii}
+
+
+@dataclass
+class CocStrategy(DefaultStrategy):
+    """gsplat's DefaultStrategy, with pruning by size decoupled from the opacity reset.
+
+    gsplat prunes Gaussians larger than ``prune_scale3d`` (world) or ``prune_scale2d`` (screen)
+    only after ``reset_every`` steps, so with the opacity reset off (the official CoCoGaussian
+    code, and this plugin's default) they are never pruned by size. Here that is its own setting.
+    """
+
+    size_prune_after: Optional[int] = None
+    """Prune by size from this step on; None: never (the official code: no size pruning)."""
+
+    @torch.no_grad()
+    def _prune_gs(self, params, optimizers, state: Dict[str, Any], step: int) -> int:  # type: ignore[override]
+        is_prune = torch.sigmoid(params["opacities"].flatten()) < self.prune_opa
+        if self.size_prune_after is not None and step > self.size_prune_after:
+            is_prune |= torch.exp(params["scales"]).amax(dim=-1) > self.prune_scale3d * state["scene_scale"]
+            if step < self.refine_scale2d_stop_iter:
+                is_prune |= state["radii"] > self.prune_scale2d
+        n_prune = int(is_prune.sum())
+        if n_prune > 0:
+            remove(params=params, optimizers=optimizers, state=state, mask=is_prune)
+        return n_prune
