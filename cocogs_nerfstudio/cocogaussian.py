@@ -29,7 +29,7 @@ from cocogs_nerfstudio.coc_mlp import CocMLP
 from cocogs_nerfstudio.densification import CocStrategy, merge_render_infos
 from cocogs_nerfstudio.focus_init import focus_from_sharpness
 from cocogs_nerfstudio.lpips_offline import LPIPSUnavailable, make_lpips
-from cocogs_nerfstudio.rasterize import rasterize, viewmats_from_camera_to_worlds
+from cocogs_nerfstudio.rasterize import intrinsics_matrices, rasterize, viewmats_from_camera_to_worlds
 from cocogs_nerfstudio.viewer_controls import DepthOfFieldControls
 
 
@@ -153,6 +153,7 @@ class CoCoGaussianModel(SplatfactoModel):
         )
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
         self._infos: List[Dict] = []
+        self._train_image_sizes: Dict[int, Tuple[int, int]] = {}
         self.defocus_preview: Optional[Tuple[float, float]] = None
         self.register_buffer("trained_steps", torch.zeros((), dtype=torch.long))
 
@@ -333,6 +334,17 @@ class CoCoGaussianModel(SplatfactoModel):
             depth = torch.where(alpha[0] > 0, depth, depth.detach().max())
         return rgb, alpha[0], depth, info
 
+    def _image_size(self, camera: Cameras) -> Tuple[int, int]:
+        """(width, height) of a one-image camera; a training image's is read from the device once
+        and kept (by ``cam_idx``), so that a training step does not wait for the GPU to read it."""
+        index = camera.metadata.get("cam_idx") if self.training and camera.metadata else None
+        size = self._train_image_sizes.get(index) if index is not None else None
+        if size is None:
+            size = (int(camera.width.item()), int(camera.height.item()))
+            if index is not None:
+                self._train_image_sizes[int(index)] = size
+        return size
+
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[Tensor, List]]:
         """Sharp render of the base Gaussians; in training, with CoC on, the blended defocus render."""
         if not isinstance(camera, Cameras):
@@ -360,13 +372,15 @@ class CoCoGaussianModel(SplatfactoModel):
         else:
             colors, sh_degree = torch.sigmoid(colors).squeeze(1), None
 
-        scale_fac = self._get_downscale_factor()
-        camera.rescale_output_resolution(1 / scale_fac)
+        # Splatfacto's resolution schedule, without host syncs: nerfstudio's get_intrinsics_matrices
+        # copies the device's fx, fy, cx, cy to the host, and .item() reads the size every step
+        scale = 1.0 / self._get_downscale_factor()
+        width, height = self._image_size(camera)
+        W, H = int(width * scale), int(height * scale)  # as Cameras.rescale_output_resolution floors
+        K = intrinsics_matrices(camera)
+        K = torch.cat([K[:, :2] * scale, K[:, 2:]], dim=1)
         viewmat = viewmats_from_camera_to_worlds(c2w)
-        K = camera.get_intrinsics_matrices().to(self.device)
-        W, H = int(camera.width.item()), int(camera.height.item())
         self.last_size = (H, W)
-        camera.rescale_output_resolution(scale_fac)
         render_mode = "RGB+ED" if (self.config.output_depth_during_training or not self.training) else "RGB"
         background = self._get_background_color()
 

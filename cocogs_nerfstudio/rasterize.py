@@ -90,3 +90,11 @@ def viewmats_from_camera_to_worlds(camera_to_worlds: Tensor) -> Tensor:
     view[:, :3, 3] = -(rot_inv @ c2w[:, :3, 3:4]).squeeze(-1)
     view[:, 3, 3] = 1.0
     return view
+
+
+def intrinsics_matrices(cameras: Any) -> Tensor:
+    """Intrinsics [C, 3, 3] of nerfstudio ``Cameras`` on their device (their own
+    ``get_intrinsics_matrices`` builds them on the CPU: a copy from the GPU, a host sync)."""
+    fx, fy, cx, cy = (v.reshape(-1, 1) for v in (cameras.fx, cameras.fy, cameras.cx, cameras.cy))
+    zero, one = torch.zeros_like(fx), torch.ones_like(fx)
+    return torch.cat([fx, zero, cx, zero, fy, cy, zero, zero, one], dim=-1).reshape(-1, 3, 3)

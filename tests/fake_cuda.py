@@ -66,10 +66,35 @@ def _wrap(x: Any) -> Any:
     return x
 
 
+# ops whose result the host must wait for on a GPU: a value read back, or an output size that
+# depends on the data (nonzero, boolean masks)
+_HOST_READS = {
+    torch.ops.aten._local_scalar_dense.default,
+    torch.ops.aten.nonzero.default,
+    torch.ops.aten.masked_select.default,
+    torch.ops.aten.is_nonzero.default,
+}
+
+
 class _Dispatch(TorchDispatchMode):
-    """Runs every op on CPU data; wraps results of ops on FakeCuda tensors or on the tag device."""
+    """Runs every op on CPU data; wraps results of ops on FakeCuda tensors or on the tag device;
+    records the ops that would make the host wait for the GPU in ``host_reads``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.host_reads: list = []
+
+    def _record(self, func, args) -> None:  # noqa: ANN001
+        gpu_args = [a for a in args if isinstance(a, FakeCuda)]
+        if not gpu_args:
+            return
+        if func in _HOST_READS or (func in _INDEXING and any(
+            isinstance(i, FakeCuda) and i.dtype == torch.bool for i in (args[1] or [])
+        )):  # fmt: skip
+            self.host_reads.append(str(func))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        self._record(func, args)
         on_gpu, cpu_shapes = False, []
 
         def unwrap(x: Any) -> Any:
@@ -83,6 +108,8 @@ class _Dispatch(TorchDispatchMode):
 
         if func in _CROSS_DEVICE_COPY:  # legal across devices on CUDA too; the result lives with dst
             dst, src = args[0], args[1]
+            if isinstance(src, FakeCuda) and not isinstance(dst, FakeCuda):
+                self.host_reads.append("copy to the host")
             func(dst._data if isinstance(dst, FakeCuda) else dst, src._data if isinstance(src, FakeCuda) else src, *args[2:], **(kwargs or {}))
             return dst
         if func in _INDEXING and isinstance(args[0], FakeCuda):  # a GPU tensor may be indexed by CPU indices
@@ -93,6 +120,8 @@ class _Dispatch(TorchDispatchMode):
             raise DeviceMismatch(f"{func}: GPU tensors mixed with CPU tensors of shapes {cpu_shapes}")
         device = kwargs.get("device")
         if device is not None:
+            if on_gpu and not _is_gpu(device):
+                self.host_reads.append("copy to the host")
             on_gpu = _is_gpu(device)  # an explicit device decides: .cpu() / .to("cpu") leave the GPU
             if on_gpu:
                 kwargs["device"] = torch.device("cpu")
@@ -103,12 +132,17 @@ class _Dispatch(TorchDispatchMode):
 class _Function(TorchFunctionMode):
     """Renames ``cuda`` to the tag before torch's argument parser can start the CUDA runtime."""
 
+    def __init__(self, dispatch: _Dispatch) -> None:
+        super().__init__()
+        self.dispatch = dispatch
+
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = dict(kwargs or {})
         name = getattr(func, "__name__", "")
         if name == "cuda" and args and isinstance(args[0], torch.Tensor):
             return args[0].to(TAG)
         if name == "tolist" and args and isinstance(args[0], FakeCuda):
+            self.dispatch.host_reads.append("tolist")
             return args[0]._data.tolist()  # a copy to the host, as on a GPU
         if name in _FROM_DATA:  # these copy their data to the device below the dispatcher: build on the CPU, tag
             gpu = _is_gpu(kwargs.get("device")) or (name == "new_tensor" and "device" not in kwargs and isinstance(args[0], FakeCuda))
@@ -126,7 +160,9 @@ class _Function(TorchFunctionMode):
 
 
 @contextmanager
-def fake_cuda() -> Iterator[None]:
-    """Within: ``cuda`` tensors are FakeCuda tensors (see the module doc)."""
-    with _Function(), _Dispatch():
-        yield
+def fake_cuda() -> Iterator[list]:
+    """Within: ``cuda`` tensors are FakeCuda tensors (see the module doc). Yields the list of host
+    reads (ops that would make the host wait for the GPU), which the caller may clear and inspect."""
+    dispatch = _Dispatch()
+    with _Function(dispatch), dispatch:
+        yield dispatch.host_reads

@@ -59,3 +59,36 @@ def test_setup_training_step_preview_and_metrics_stay_on_the_gpu(demo_scene: Pat
         assert isinstance(preview["rgb"], FakeCuda) and isinstance(preview["in_focus_weight"], FakeCuda)
         metrics, _ = model.get_image_metrics_and_images(preview, batch)
         assert 0 < metrics["psnr"] < 60 and "lpips" in metrics
+
+
+def test_a_training_render_does_not_wait_for_the_gpu(demo_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside the rasterizer (gsplat syncs on its own), the model's training forward pass, loss and
+    metrics read nothing back from the GPU once an image has been seen: no ``.item()``, no copies
+    to the host, no data-dependent shapes. (Issue 10: d_F's initialised flag, the image size and
+    nerfstudio's intrinsics were read back every step.)"""
+    import cocogs_nerfstudio.cocogaussian as cocogaussian
+    from cocogs_nerfstudio.runs import seeded_trainer
+
+    cfg = trainer_config(demo_scene, tmp_path, steps=3, name="sync", coc_start_step=0)
+    cfg.machine.device_type = "cuda"
+    with fake_cuda() as host_reads:
+        rasterize = cocogaussian.rasterize
+
+        def uncounted(*args, **kwargs):
+            before = len(host_reads)
+            out = rasterize(*args, **kwargs)
+            del host_reads[before:]
+            return out
+
+        monkeypatch.setattr(cocogaussian, "rasterize", uncounted)
+        trainer = seeded_trainer(cfg)
+        model = trainer.pipeline.model
+        model.train()
+        camera, batch = trainer.pipeline.datamanager.next_train(0)
+        model.get_outputs(camera.to(model.device))  # the first visit reads the image size once
+        host_reads.clear()
+        outputs = model.get_outputs(camera.to(model.device))
+        metrics = model.get_metrics_dict(outputs, batch)
+        loss = sum(model.get_loss_dict(outputs, batch, metrics).values())
+        assert isinstance(loss, FakeCuda) and "in_focus_weight" in outputs
+        assert host_reads == []
