@@ -1,14 +1,61 @@
 #!/bin/bash
-# The GPU checks of one session (about 8 minutes on an H100): gsplat parity of the CPU rasterizer,
-# then the GPU benchmark of the Blender scene at full resolution. Run on the device machine after
-# benchmarks/gpu_prepare.sh here; results come back in $OUT.
+# A GPU session's checks, one command (planned for at most 8 minutes on one H100/H200, gsplat's
+# kernel build included; each stage has its own time limit, so what ran comes back either way):
+#   1. parity of the PyTorch rasterizer with gsplat's CUDA kernels (tests/test_rasterizer.py -k parity);
+#   2. the real command lines on the Blender dev scene (400×300): ns-train cocogaussian (short, CoC
+#      from step 50), ns-eval, ns-export gaussian-splat, cocogs-refocus, a resume with --load-dir
+#      (benchmarks/cli_check.py);
+#   3. the GPU benchmark: baseline, cocogaussian, upper bound; step-time ratio on warm kernels, sharp
+#      and defocus-preview fps at 1920 px wide, peak GPU memory (benchmarks/run.py --size gpu).
+# Here: bash benchmarks/gpu_prepare.sh; then with the device tool:
+#   run(command="bash benchmarks/gpu_check.sh", carry=[".gpu"], timeout_s=600)
+# On a CPU (the test suite runs it so that it cannot rot), with small settings:
+#   SCENE=path STEPS=20 CLI_STEPS=6 bash benchmarks/gpu_check.sh --cpu
+# Files (at most 8, for the device tool) in $OUT: gpu.txt parity.log cli.log cli_check.json
+# bench.log results.json results.md figure.png. Exit status: 1 when a stage failed.
 set -o pipefail
-source .gpu/gpu_env.sh || exit 1
+cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/cocogs-gpu}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-python3 -m pytest -q -p no:cacheprovider tests/test_rasterizer.py -k parity 2>&1 | tee "$OUT/parity.log"
-python3 benchmarks/run.py .gpu/data/synthetic_defocus_dev --size gpu --steps "${STEPS:-3000}" --out "$OUT/bench" 2>&1 \
-  | grep -v Warning | tail -n 40 | tee "$OUT/bench.log"
-cp "$OUT"/bench/results.json "$OUT"/bench/results.md "$OUT"/bench/figure.png "$OUT"/ 2>/dev/null
-rm -rf "$OUT/bench"  # only plain files two folders down come back
+WORK=${WORK:-/tmp/cocogs-gpu-work}
+mkdir -p "$OUT" "$WORK"
+if [ "${1:-}" = "--cpu" ]; then
+  PY=${PYTHON:-python3}
+  SCENE=${SCENE:?SCENE= names the scene on the CPU}
+  METHOD=${METHOD:-cocogaussian-small}
+  BENCH_ARGS=(--allow-cpu --preview-width "${PREVIEW_WIDTH:-144}")
+  echo "CPU run of the GPU checks ($(nproc) cores)" | tee "$OUT/gpu.txt"
+else
+  source .gpu/gpu_env.sh || exit 1
+  PY=python3
+  SCENE=${SCENE:-.gpu/data/synthetic_defocus_dev}
+  METHOD=${METHOD:-cocogaussian}
+  BENCH_ARGS=()
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+fi
+git rev-parse --short HEAD 2>/dev/null | sed 's/^/commit /' | tee -a "$OUT/gpu.txt"
+status=0
+stage() { echo "=== $1 ($((SECONDS))s so far)"; }
+
+stage "1/3 rasterizer parity with gsplat"
+timeout "${PARITY_TIMEOUT:-300}" "$PY" -m pytest -q -p no:cacheprovider tests/test_rasterizer.py -k parity 2>&1 \
+  | tail -n 30 | tee "$OUT/parity.log" || status=1
+
+stage "2/3 command lines: ns-train, ns-eval, ns-export, cocogs-refocus, resume"
+rm -rf "$WORK/cli"
+timeout "${CLI_TIMEOUT:-240}" "$PY" benchmarks/cli_check.py "$SCENE" --method "$METHOD" --steps "${CLI_STEPS:-200}" \
+  --coc-start "${CLI_COC_START:-50}" --out "$WORK/cli" 2>&1 | tee "$OUT/cli.log" || status=1
+cp "$WORK/cli/cli_check.json" "$OUT/" 2>/dev/null
+
+stage "3/3 benchmark: baseline, cocogaussian, upper bound"
+rm -rf "$WORK/bench"
+timeout "${BENCH_TIMEOUT:-420}" "$PY" benchmarks/run.py "$SCENE" --size gpu --steps "${STEPS:-1500}" --out "$WORK/bench" \
+  "${BENCH_ARGS[@]}" > "$WORK/bench.log" 2>&1 || status=1
+grep -v -i warning "$WORK/bench.log" | tail -n 40 > "$OUT/bench.log"
+cp "$WORK"/bench/results.json "$WORK"/bench/results.md "$WORK"/bench/figure.png "$OUT"/ 2>/dev/null
+
+stage "summary"
+grep -E "passed|failed|skipped|error" "$OUT/parity.log" | tail -n 1
+grep -E "^(ok|FAIL)|^cli_check" "$OUT/cli.log"
+cat "$OUT/results.md" 2>/dev/null || tail -n 15 "$OUT/bench.log"
+echo "gpu_check: $([ $status = 0 ] && echo all stages passed || echo a stage FAILED) in ${SECONDS}s"
+exit $status

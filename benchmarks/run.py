@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cocogs_nerfstudio.cocogaussian import CoCoGaussianModelConfig
+from cocogs_nerfstudio.cocogaussian import NETWORK_GROUPS, CoCoGaussianModelConfig
 from cocogs_nerfstudio.method_config import make_trainer_config, small_trainer_config
 from cocogs_nerfstudio.runs import scripted, seeded_trainer
 
@@ -36,9 +36,11 @@ VARIANTS = ("baseline", "cocogaussian", "upper_bound")
 
 def gpu_model_config(steps: int, coc: bool) -> CoCoGaussianModelConfig:
     """The full model with the official 30k-step schedule compressed to ``steps``: densification
-    until half-way, SH degree raised every steps/30, CoC from steps/20 (official: 1500 of 30k)."""
+    until half-way, SH degree raised every steps/30, CoC from steps/20 (official: 1500 of 30k), full
+    resolution from the first step (Splatfacto's warm-up at 1/4 resolution lasts 6000 steps)."""
     return CoCoGaussianModelConfig(
         coc_enabled=coc,
+        num_downscales=0,
         coc_start_step=steps // 20,
         warmup_length=max(1, steps // 60),
         refine_every=max(1, min(100, steps // 30)),
@@ -53,7 +55,10 @@ def trainer_config(variant: str, scene: Path, out: Path, size: str, steps: int, 
     if size == "cpu":
         cfg = small_trainer_config(max_steps=steps, coc_enabled=coc)
     else:
-        cfg = make_trainer_config(max_steps=steps, model=gpu_model_config(steps, coc))
+        model = gpu_model_config(steps, coc)
+        cfg = make_trainer_config(max_steps=steps, model=model)
+        for group in NETWORK_GROUPS:  # the networks' decay starts with CoC, as in make_trainer_config
+            cfg.optimizers[group]["scheduler"].warmup_steps = model.coc_start_step
         if not torch.cuda.is_available():  # --allow-cpu: the GPU mode's code paths, on the CPU
             cfg.machine.device_type = "cpu"
     dp = cfg.pipeline.datamanager.dataparser
@@ -67,6 +72,29 @@ def trainer_config(variant: str, scene: Path, out: Path, size: str, steps: int, 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def time_steps(trainer) -> List[float]:
+    """Wall-clock end time of every training step (device synchronised), appended as training runs."""
+    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+
+    times: List[float] = []
+    device = trainer.pipeline.model.device
+
+    def record(step: int) -> None:  # noqa: ARG001
+        _sync(device)
+        times.append(time.perf_counter())
+
+    trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], record))
+    return times
+
+
+def steady_step_time(times: List[float], start: float) -> float:
+    """Median seconds per step over the last quarter of training: after densification and the
+    CoC start, on warm kernels (gsplat's first call may build them: minutes)."""
+    ends = [start] + times
+    durations = [b - a for a, b in zip(ends[:-1], ends[1:])]
+    return float(np.median(durations[-max(1, len(durations) // 4) :]))
 
 
 def render_fps(model, camera, render, repeats: int) -> float:
@@ -99,6 +127,10 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path) -> Dict[str, 
     trainer = seeded_trainer(cfg)
     model = trainer.pipeline.model
     initial_focus = model.focus_distance().detach().tolist() if model.config.coc_enabled else None
+    step_ends = time_steps(trainer)
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    _sync(model.device)
     start = time.perf_counter()
     trainer.train()
     train_s = time.perf_counter() - start
@@ -111,10 +143,13 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path) -> Dict[str, 
         "steps": args.steps,
         "train_s": round(train_s, 1),
         "s_per_step": round(train_s / args.steps, 4),
+        "s_per_step_steady": round(steady_step_time(step_ends, start), 4),
         "gaussians": int(model.num_points),
         **{k: metrics[k] for k in ("psnr", "ssim", "lpips") if k in metrics},
         "config": str(out / "runs" / args.scene.name / cfg.method_name / variant / "config.yml"),
     }
+    if model.device.type == "cuda":
+        result["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     if initial_focus is not None:
         result["initial_focus"] = [round(f, 3) for f in initial_focus]
         truth = focus_truth(args.scene, float(pipeline.datamanager.train_dataparser_outputs.dataparser_scale))
@@ -221,14 +256,16 @@ def markdown(results: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
         f"Scene `{meta['scene']}`, {meta['size']} mode, {meta['steps']} steps, seed {meta['seed']}, "
         f"{meta['date']}, {meta['machine']}, commit {meta['commit']}.",
         "",
-        "| variant | PSNR | SSIM | LPIPS | s/step | Gaussians | sharp fps | defocus preview fps |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | PSNR | SSIM | LPIPS | s/step (all) | s/step (last quarter) | Gaussians | sharp fps | defocus preview fps | peak GPU memory |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lpips = f"{r['lpips']:.4f}" if "lpips" in r else "-"
+        memory = f"{r['peak_gpu_memory_gb']:.2f} GB" if "peak_gpu_memory_gb" in r else "-"
         lines.append(
             f"| {r['variant']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {lpips} | {r['s_per_step']:.3f} | "
-            f"{r['gaussians']} | {r['fps_sharp']:.1f} | {r.get('fps_defocus_preview', '-')} |"
+            f"{r['s_per_step_steady']:.3f} | {r['gaussians']} | {r['fps_sharp']:.1f} | "
+            f"{r.get('fps_defocus_preview', '-')} | {memory} |"
         )
     if any("sharpness_background" in r for r in results):
         gt = results[0].get("sharpness_gt_background")
@@ -260,8 +297,8 @@ def targets(results: List[Dict[str, Any]], size: str) -> List[Tuple[str, str, bo
     else:
         checks.append(("PSNR not below the baseline", f"{gain:+.2f} dB", gain >= 0.0))
     if size == "gpu":
-        ratio = coc["s_per_step"] / base["s_per_step"]
-        checks.append(("training step ≤ 2× the baseline's", f"{ratio:.2f}×", ratio <= 2.0))
+        ratio = coc["s_per_step_steady"] / base["s_per_step_steady"]
+        checks.append(("training step ≤ 2× the baseline's (last quarter, warm kernels)", f"{ratio:.2f}×", ratio <= 2.0))
         if "fps_sharp_wide" in coc and "fps_sharp_wide" in base:
             w, h = coc["wide_size"]
             speed = coc["fps_sharp_wide"] / base["fps_sharp_wide"]
