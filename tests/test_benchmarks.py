@@ -37,3 +37,14 @@ def test_benchmark_command_writes_results_table_and_figure(demo_scene: Path, tmp
     # frames), 96×72 tiles enlarged 3× (to at least 150 px high)
     fig = Image.open(out / "figure.png")
     assert fig.size == (3 * 5 * 96, 3 * 3 * 72)
+
+
+def test_gpu_mode_schedule(tmp_path: Path) -> None:
+    """--size gpu: full resolution from the first step (Splatfacto's schedule would train a
+    3000-step run at 1/4 resolution throughout), CoC from steps/20 with the networks' decay from
+    there, densification until half-way."""
+    cfg = bench.trainer_config("cocogaussian", tmp_path, tmp_path, "gpu", 3000, None, 42)
+    model = cfg.pipeline.model
+    assert model.num_downscales == 0 and model.coc_start_step == 150 and model.stop_split_at == 1500
+    assert all(cfg.optimizers[g]["scheduler"].warmup_steps == 150 for g in ("coc_mlp", "blend_cnn", "focus"))
+    assert cfg.max_num_iterations == 3000 and cfg.pipeline.datamanager.dataparser.data == tmp_path
