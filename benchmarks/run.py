@@ -156,7 +156,59 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path) -> Dict[str, 
         if truth is not None:
             result["true_focus"] = truth
     result.update(views_and_speed(variant, pipeline, args, out, measure_speed=True))
+    result["step_breakdown"] = step_breakdown(trainer)  # last: its steps change the model
     return result
+
+
+BREAKDOWN = ("h_theta", "rasterization", "blend_cnn", "rest of forward", "backward", "optimizer", "densification statistics")
+
+
+def step_breakdown(trainer, steps: int = 5) -> Dict[str, float]:
+    """Seconds per training step by part, the mean of ``steps`` steps of the trained model (CoC on
+    where the variant has it), each part timed between device synchronisations: h_θ, projection +
+    rasterization (all M+1 renders), the blend CNN, the rest of the forward pass (camera, loss,
+    metrics), backward, the optimizers, and the densification statistics (merge of the renders'
+    screen-space gradients, gsplat's per-Gaussian accumulation)."""
+    import cocogs_nerfstudio.cocogaussian as cocogaussian
+
+    pipeline, model = trainer.pipeline, trainer.pipeline.model
+    device = model.device
+    totals = {name: 0.0 for name in BREAKDOWN + ("forward",)}
+
+    def timed(name: str, fn):  # noqa: ANN001, ANN202
+        def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            _sync(device)
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            _sync(device)
+            totals[name] += time.perf_counter() - start
+            return out
+
+        return run
+
+    rasterize = cocogaussian.rasterize
+    cocogaussian.rasterize = timed("rasterization", rasterize)
+    if model.config.coc_enabled:
+        model.coc_mlp.forward = timed("h_theta", model.coc_mlp.forward)
+        model.blend_cnn.forward = timed("blend_cnn", model.blend_cnn.forward)
+    try:
+        pipeline.train()
+        for _ in range(steps):
+            trainer.optimizers.zero_grad_all()
+            _, losses, _ = timed("forward", pipeline.get_train_loss_dict)(step=model.step)
+            timed("backward", lambda: sum(losses.values()).backward())()
+            timed("optimizer", trainer.optimizers.optimizer_step_all)()
+            timed("densification statistics", lambda: model.strategy._update_state(
+                model.gauss_params, model.strategy_state, model.combined_info(), packed=False))()  # fmt: skip
+    finally:
+        cocogaussian.rasterize = rasterize
+        for module in (getattr(model, "coc_mlp", None), getattr(model, "blend_cnn", None)):
+            if module is not None:
+                del module.forward  # back to the class's method
+        pipeline.eval()
+    forward = totals.pop("forward")
+    totals["rest of forward"] = forward - totals["h_theta"] - totals["rasterization"] - totals["blend_cnn"]
+    return {name: round(totals[name] / steps, 5) for name in BREAKDOWN}
 
 
 def focus_truth(scene: Path, scale: float) -> Optional[List[float]]:
@@ -272,6 +324,12 @@ def markdown(results: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
         cells = ", ".join(f"{r['variant']} {r['sharpness_background']:.2e}" for r in results if "sharpness_background" in r)
         lines += ["", f"Background sharpness of test view 0 (gradient energy beyond the median depth): {cells}"
                   + (f"; the test photo itself {gt:.2e}." if gt is not None else ".")]
+    if all("step_breakdown" in r for r in results):
+        lines += ["", "Seconds per training step by part (mean of 5 steps of the trained model):", "",
+                  "| part | " + " | ".join(r["variant"] for r in results) + " |",
+                  "|---|" + "---|" * len(results)]  # fmt: skip
+        for part in BREAKDOWN:
+            lines.append(f"| {part} | " + " | ".join(f"{r['step_breakdown'][part]:.4f}" for r in results) + " |")
     checks = targets(results, meta["size"])
     if checks:
         lines += ["", "| target | measured | met |", "|---|---|---|"]

@@ -29,6 +29,11 @@ def test_benchmark_command_writes_results_table_and_figure(demo_scene: Path, tmp
         assert r["sharpness_background"] > 0
     coc = results["cocogaussian"]
     assert coc["fps_defocus_preview"] > 0
+    # the breakdown: the CoC parts cost something for CoCoGaussian and nothing for the baseline
+    parts = coc["step_breakdown"]
+    assert parts["h_theta"] > 0 and parts["blend_cnn"] > 0 and parts["rasterization"] > 0 and parts["backward"] > 0
+    assert results["baseline"]["step_breakdown"]["h_theta"] == 0 == results["baseline"]["step_breakdown"]["blend_cnn"]
+    assert parts["rasterization"] > 2 * results["baseline"]["step_breakdown"]["rasterization"]  # M+1 = 5 renders
     assert len(coc["initial_focus"]) == len(coc["learned_focus"]) == len(coc["true_focus"]) == 21
     table = (out / "results.md").read_text()
     assert "| cocogaussian |" in table and "PSNR gain over the baseline ≥ +3 dB" in table
