@@ -50,7 +50,30 @@ def gpu_model_config(steps: int, coc: bool) -> CoCoGaussianModelConfig:
     )
 
 
-def trainer_config(variant: str, scene: Path, out: Path, size: str, steps: int, downscale: Optional[int], seed: int):
+def parse_settings(settings: List[str]) -> Dict[str, Any]:
+    """``KEY=VALUE`` model settings (``--set``), each converted to the type of the field's default."""
+    defaults = CoCoGaussianModelConfig()
+    parsed: Dict[str, Any] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        key = key.replace("-", "_")
+        if not sep or not hasattr(defaults, key):
+            raise SystemExit(f"--set {item}: expected KEY=VALUE with KEY a model setting (e.g. coc_render_scale=0.5)")
+        default = getattr(defaults, key)
+        if isinstance(default, bool):
+            if value not in ("True", "False", "true", "false", "1", "0"):
+                raise SystemExit(f"--set {item}: {key} is True or False")
+            parsed[key] = value in ("True", "true", "1")
+        else:
+            parsed[key] = type(default)(value) if default is not None else value
+    return parsed
+
+
+def trainer_config(
+    variant: str, scene: Path, out: Path, size: str, steps: int, downscale: Optional[int], seed: int,
+    settings: Optional[Dict[str, Any]] = None,
+):  # fmt: skip
+    """One variant's trainer config; ``settings`` (``--set``) change CoCoGaussian's model only."""
     coc = variant == "cocogaussian"
     if size == "cpu":
         cfg = small_trainer_config(max_steps=steps, coc_enabled=coc)
@@ -61,12 +84,14 @@ def trainer_config(variant: str, scene: Path, out: Path, size: str, steps: int, 
             cfg.optimizers[group]["scheduler"].warmup_steps = model.coc_start_step
         if not torch.cuda.is_available():  # --allow-cpu: the GPU mode's code paths, on the CPU
             cfg.machine.device_type = "cpu"
+    for key, value in (settings or {}).items() if coc else ():
+        setattr(cfg.pipeline.model, key, value)
     dp = cfg.pipeline.datamanager.dataparser
     dp.data = scene
     dp.downscale_factor = downscale
     dp.make_downscaled = True  # scenes without images_K (the Blender scene) are shrunk into a cache
     dp.sharp_train_images = variant == "upper_bound"
-    return scripted(cfg, scene, out / "runs", scene.name, variant, seed)
+    return scripted(cfg, scene, out / "runs", scene.name, f"{variant}-seed{seed}", seed)
 
 
 def _sync(device: torch.device) -> None:
@@ -122,8 +147,9 @@ def sharpness(img: torch.Tensor, mask: Optional[torch.Tensor] = None) -> float:
     return float(energy[mask[:-1, :-1].cpu()].mean())
 
 
-def run_variant(variant: str, args: argparse.Namespace, out: Path) -> Dict[str, Any]:
-    cfg = trainer_config(variant, args.scene, out, args.size, args.steps, args.downscale, args.seed)
+def run_variant(variant: str, args: argparse.Namespace, out: Path, seed: int, image_dir: Path) -> Dict[str, Any]:
+    """Train, evaluate and time one variant with one seed; its images go to ``image_dir``."""
+    cfg = trainer_config(variant, args.scene, out, args.size, args.steps, args.downscale, seed, args.settings)
     trainer = seeded_trainer(cfg)
     model = trainer.pipeline.model
     initial_focus = model.focus_distance().detach().tolist() if model.config.coc_enabled else None
@@ -140,13 +166,14 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path) -> Dict[str, 
     pipeline.eval()  # nerfstudio switches back to train mode after evaluating
     result: Dict[str, Any] = {
         "variant": variant,
+        "seed": seed,
         "steps": args.steps,
         "train_s": round(train_s, 1),
         "s_per_step": round(train_s / args.steps, 4),
         "s_per_step_steady": round(steady_step_time(step_ends, start), 4),
         "gaussians": int(model.num_points),
         **{k: metrics[k] for k in ("psnr", "ssim", "lpips") if k in metrics},
-        "config": str(out / "runs" / args.scene.name / cfg.method_name / variant / "config.yml"),
+        "config": str(out / "runs" / args.scene.name / cfg.method_name / cfg.timestamp / "config.yml"),
     }
     if model.device.type == "cuda":
         result["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
@@ -155,7 +182,7 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path) -> Dict[str, 
         truth = focus_truth(args.scene, float(pipeline.datamanager.train_dataparser_outputs.dataparser_scale))
         if truth is not None:
             result["true_focus"] = truth
-    result.update(views_and_speed(variant, pipeline, args, out, measure_speed=True))
+    result.update(views_and_speed(variant, pipeline, args, image_dir, measure_speed=True))
     result["step_breakdown"] = step_breakdown(trainer)  # last: its steps change the model
     return result
 
@@ -303,19 +330,64 @@ def figure(out: Path, variants: List[str]) -> None:
     Image.fromarray(grid.repeat(zoom, axis=0).repeat(zoom, axis=1)).save(out / "figure.png")
 
 
+MEANS = ("psnr", "ssim", "lpips", "s_per_step", "s_per_step_steady", "gaussians", "fps_sharp",
+         "fps_defocus_preview", "fps_sharp_wide", "fps_defocus_preview_wide")  # fmt: skip
+
+
+def by_variant(results: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Per variant: the mean of each number over its seeds, ``<key>_std`` (population standard
+    deviation), ``<key>_min``/``_max``, and ``seeds``; other fields from its first seed."""
+    grouped: Dict[str, List[Dict[str, Any]]] = {}
+    for r in results:
+        grouped.setdefault(r["variant"], []).append(r)
+    summary = {}
+    for variant, runs in grouped.items():
+        row = dict(runs[0], seeds=[r["seed"] for r in runs])
+        for key in MEANS:
+            values = [float(r[key]) for r in runs if key in r]
+            if values:
+                row[key] = float(np.mean(values))
+                row[f"{key}_std"] = float(np.std(values))
+                row[f"{key}_min"], row[f"{key}_max"] = min(values), max(values)
+        summary[variant] = row
+    return summary
+
+
 def markdown(results: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
+    seeds = sorted({r["seed"] for r in results})
+    settings = ", ".join(f"{k}={v}" for k, v in meta.get("settings", {}).items())
     lines = [
-        f"Scene `{meta['scene']}`, {meta['size']} mode, {meta['steps']} steps, seed {meta['seed']}, "
-        f"{meta['date']}, {meta['machine']}, commit {meta['commit']}.",
+        f"Scene `{meta['scene']}`, {meta['size']} mode, {meta['steps']} steps, seed{'s' if len(seeds) > 1 else ''} "
+        f"{', '.join(map(str, seeds))}, {meta['date']}, {meta['machine']}, commit {meta['commit']}"
+        + (f"; CoCoGaussian with {settings}" if settings else "") + ".",
         "",
-        "| variant | PSNR | SSIM | LPIPS | s/step (all) | s/step (last quarter) | Gaussians | sharp fps | defocus preview fps | peak GPU memory |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    summary = by_variant(results)
+    if len(seeds) > 1:
+        lines += [
+            f"Mean ± standard deviation over {len(seeds)} seeds (min–max):",
+            "",
+            "| variant | PSNR | SSIM | LPIPS | s/step (last quarter) | Gaussians |",
+            "|---|---|---|---|---|---|",
+        ]
+        for v, r in summary.items():
+            def cell(key: str, fmt: str) -> str:
+                if key not in r:
+                    return "-"
+                return f"{r[key]:{fmt}} ± {r[key + '_std']:{fmt}} ({r[key + '_min']:{fmt}}–{r[key + '_max']:{fmt}})"
+
+            lines.append(f"| {v} | {cell('psnr', '.2f')} | {cell('ssim', '.4f')} | {cell('lpips', '.4f')} | "
+                         f"{cell('s_per_step_steady', '.3f')} | {r['gaussians']:.0f} |")  # fmt: skip
+        lines += ["", "Each run:", ""]
+    lines += [
+        "| variant | seed | PSNR | SSIM | LPIPS | s/step (all) | s/step (last quarter) | Gaussians | sharp fps | defocus preview fps | peak GPU memory |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lpips = f"{r['lpips']:.4f}" if "lpips" in r else "-"
         memory = f"{r['peak_gpu_memory_gb']:.2f} GB" if "peak_gpu_memory_gb" in r else "-"
         lines.append(
-            f"| {r['variant']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {lpips} | {r['s_per_step']:.3f} | "
+            f"| {r['variant']} | {r['seed']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {lpips} | {r['s_per_step']:.3f} | "
             f"{r['s_per_step_steady']:.3f} | {r['gaussians']} | {r['fps_sharp']:.1f} | "
             f"{r.get('fps_defocus_preview', '-')} | {memory} |"
         )
@@ -324,24 +396,25 @@ def markdown(results: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
         cells = ", ".join(f"{r['variant']} {r['sharpness_background']:.2e}" for r in results if "sharpness_background" in r)
         lines += ["", f"Background sharpness of test view 0 (gradient energy beyond the median depth): {cells}"
                   + (f"; the test photo itself {gt:.2e}." if gt is not None else ".")]
-    if all("step_breakdown" in r for r in results):
-        lines += ["", "Seconds per training step by part (mean of 5 steps of the trained model):", "",
-                  "| part | " + " | ".join(r["variant"] for r in results) + " |",
-                  "|---|" + "---|" * len(results)]  # fmt: skip
+    first = [r for r in results if r["seed"] == seeds[0]]
+    if all("step_breakdown" in r for r in first):
+        lines += ["", f"Seconds per training step by part (mean of 5 steps of the trained model, seed {seeds[0]}):", "",
+                  "| part | " + " | ".join(r["variant"] for r in first) + " |",
+                  "|---|" + "---|" * len(first)]  # fmt: skip
         for part in BREAKDOWN:
-            lines.append(f"| {part} | " + " | ".join(f"{r['step_breakdown'][part]:.4f}" for r in results) + " |")
-    checks = targets(results, meta["size"])
+            lines.append(f"| {part} | " + " | ".join(f"{r['step_breakdown'][part]:.4f}" for r in first) + " |")
+    checks = targets(summary, meta["size"])
     if checks:
         lines += ["", "| target | measured | met |", "|---|---|---|"]
         lines += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in checks]
     return "\n".join(lines) + "\n"
 
 
-def targets(results: List[Dict[str, Any]], size: str) -> List[Tuple[str, str, bool]]:
-    """The issue's targets, (what, measured, met): PSNR gain over the baseline (and the share of
-    the way to the upper bound when there is one; else 'not below the baseline'); on the GPU,
-    step time, sharp rendering speed and the preview's frame rate at 1920 px wide."""
-    by = {r["variant"]: r for r in results}
+def targets(by: Dict[str, Dict[str, Any]], size: str) -> List[Tuple[str, str, bool]]:
+    """The issues' targets, (what, measured, met), on the means over seeds (:func:`by_variant`):
+    PSNR gain over the baseline (and the share of the way to the upper bound when there is one;
+    else 'not below the baseline'); on the GPU, step time, sharp rendering speed and the preview's
+    frame rate at 1920 px wide."""
     if "baseline" not in by or "cocogaussian" not in by:
         return []
     base, coc = by["baseline"], by["cocogaussian"]
@@ -372,7 +445,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--size", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--steps", type=int, default=None, help="default: 600 (cpu), 3000 (gpu)")
     parser.add_argument("--downscale", type=int, default=None, help="image folder images_K (LLFF layout)")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", default="42", help="comma-separated seeds: every variant runs with each")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a CoCoGaussian model setting, e.g. --set coc_render_scale=0.5 (repeatable)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--figures-only", action="store_true", help="redraw images from the runs in --out")
@@ -380,6 +455,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--allow-cpu", action="store_true", help="run --size gpu on the CPU (tests of its code)")
     args = parser.parse_args(argv)
     args.scene = args.scene.resolve()
+    args.settings = parse_settings(args.settings)
+    seeds = [int(x) for x in args.seeds.split(",") if x]
     args.steps = args.steps or (600 if args.size == "cpu" else 3000)
     if args.size == "gpu" and not torch.cuda.is_available() and not args.allow_cpu:
         raise SystemExit("--size gpu needs CUDA (--allow-cpu runs its code paths on the CPU, slowly)")
@@ -392,23 +469,28 @@ def main(argv: Optional[List[str]] = None) -> None:
         from nerfstudio.utils.eval_utils import eval_setup
 
         saved = json.loads((out / "results.json").read_text())
-        for r in saved["results"]:
+        first = [r for r in saved["results"] if r["seed"] == saved["results"][0]["seed"]]
+        for r in first:
             _, pipeline, _, _ = eval_setup(Path(r["config"]), test_mode="test")
             views_and_speed(r["variant"], pipeline, args, out, measure_speed=False)
-        figure(out, [r["variant"] for r in saved["results"]])
+        figure(out, [r["variant"] for r in first])
         return
     results = []
-    for v in variants:
-        print(f"=== {v} ===", flush=True)
-        results.append(run_variant(v, args, out))
-        (out / "results.json").write_text(json.dumps(results, indent=1))
+    for seed in seeds:  # the figure shows the first seed; the others' images go to seed<N>/
+        image_dir = out if seed == seeds[0] else out / f"seed{seed}"
+        image_dir.mkdir(exist_ok=True)
+        for v in variants:
+            print(f"=== {v}, seed {seed} ===", flush=True)
+            results.append(run_variant(v, args, out, seed, image_dir))
+            (out / "results.json").write_text(json.dumps(results, indent=1))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores"
     meta = {
         "scene": args.scene.name,
         "size": args.size,
         "steps": args.steps,
-        "seed": args.seed,
+        "seeds": seeds,
+        "settings": args.settings,
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {device}, torch {torch.__version__}",
         "commit": commit or "unknown",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Literal, Optional, Sequence, Tuple, Type, Union
 
 import torch
+import torch.nn.functional as F
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoModelConfig
@@ -66,6 +67,10 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     points; 'sharpness' (default, measured better on photos focused at different depths, see
     README) = median distance of the SfM points each photo shows relatively sharpest
     (focus_init.py). Without SfM points both fall back to the mean distance to the Gaussians."""
+    coc_render_scale: float = 1.0
+    """Render the M CoC sets at this fraction of the image size and upsample them (bilinear) before
+    the blend; the base render stays at full size. They are blurred by construction, and the CNN
+    picks the base render where the photo is sharp. 1: the paper (M+1 full-size renders)."""
     densify_grad_combine: Literal["sum", "mean"] = "sum"
     """How the screen-space gradients of the M+1 renders of a base Gaussian are combined for
     densification: 'sum' (default, measured: 'mean' under-densifies) or 'mean' (official code)."""
@@ -395,11 +400,17 @@ class CoCoGaussianModel(SplatfactoModel):
         if defocus is not None:
             focus, aperture_scale = defocus
             sets = self.coc_gaussian_sets(_camera_centre(c2w), focus, means, scales, quats, aperture_scale)
+            # the CoC sets are blurred by construction: optionally rendered smaller, then upsampled
+            W_c, H_c = max(1, round(W * self.config.coc_render_scale)), max(1, round(H * self.config.coc_render_scale))
+            K_c = torch.cat([K[:, :1] * (W_c / W), K[:, 1:2] * (H_c / H), K[:, 2:]], dim=1)
             images = []
             for m in range(self.config.num_coc_sets):
                 rgb_m, _, _, info_m = self._render(
-                    sets[0][m], sets[2][m], sets[1][m], opacities, colors, viewmat, K, W, H, sh_degree, "RGB", background
+                    sets[0][m], sets[2][m], sets[1][m], opacities, colors, viewmat, K_c, W_c, H_c, sh_degree, "RGB", background
                 )
+                if (W_c, H_c) != (W, H):  # bilinear, pixel centres aligned (as K_c scales them)
+                    rgb_m = F.interpolate(rgb_m.permute(2, 0, 1)[None], size=(H, W), mode="bilinear", align_corners=False)
+                    rgb_m = rgb_m[0].permute(1, 2, 0)
                 images.append(rgb_m)
                 infos.append(info_m)
             images.append(rgb)  # I_{M+1}: the base render

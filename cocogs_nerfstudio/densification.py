@@ -21,24 +21,34 @@ def merge_render_infos(infos: Sequence[Dict[str, Any]], combine: Literal["sum", 
 
     The screen-space gradients (``means2d.grad``, and ``.absgrad`` where the rasterizer provides
     it) of the renders are summed, or averaged (the official code), per base Gaussian; a Gaussian
-    counts as visible where any render saw it (``radii`` is the largest of its radii).
+    counts as visible where any render saw it (``radii`` is the largest of its radii). Renders of
+    another size than the base render (``coc_render_scale``) are converted to its pixels first: a
+    gradient per pixel of a render s times the size is s times a gradient per base pixel.
     """
     if len(infos) == 1:
         return infos[0]
+    base = infos[0]
+
+    def in_base_pixels(info: Dict[str, Any], grad: Tensor) -> Tensor:
+        sx, sy = info["width"] / base["width"], info["height"] / base["height"]
+        return grad if (sx, sy) == (1.0, 1.0) else torch.stack([grad[..., 0] * sx, grad[..., 1] * sy], dim=-1)
 
     def total(attr: str) -> Optional[Tensor]:
-        parts = [getattr(info["means2d"], attr, None) for info in infos]
-        parts = [part for part in parts if part is not None]
+        parts = [(info, getattr(info["means2d"], attr, None)) for info in infos]
+        parts = [in_base_pixels(info, part) for info, part in parts if part is not None]
         if not parts:
             return None
         summed = torch.stack(parts, 0).sum(0)
         return summed / len(infos) if combine == "mean" else summed
 
-    proxy = torch.zeros_like(infos[0]["means2d"].detach())
+    def radii(info: Dict[str, Any]) -> Tensor:
+        scale = min(info["width"] / base["width"], info["height"] / base["height"])
+        return info["radii"] if scale == 1.0 else torch.ceil(info["radii"] / scale).to(info["radii"].dtype)
+
+    proxy = torch.zeros_like(base["means2d"].detach())
     proxy.grad = total("grad")
     proxy.absgrad = total("absgrad")  # type: ignore[attr-defined]
-    radii = torch.stack([info["radii"] for info in infos], 0).amax(0)
-    return {**infos[0], "means2d": proxy, "radii": radii}
+    return {**base, "means2d": proxy, "radii": torch.stack([radii(info) for info in infos], 0).amax(0)}
 
 
 @dataclass

@@ -53,3 +53,26 @@ def test_gpu_mode_schedule(tmp_path: Path) -> None:
     assert model.num_downscales == 0 and model.coc_start_step == 150 and model.stop_split_at == 1500
     assert all(cfg.optimizers[g]["scheduler"].warmup_steps == 150 for g in ("coc_mlp", "blend_cnn", "focus"))
     assert cfg.max_num_iterations == 3000 and cfg.pipeline.datamanager.dataparser.data == tmp_path
+
+
+def test_several_seeds_are_summarised_by_mean_and_spread() -> None:
+    def run(variant: str, seed: int, psnr: float) -> dict:
+        return {"variant": variant, "seed": seed, "psnr": psnr, "ssim": 0.9, "s_per_step": 0.2, "s_per_step_steady": 0.1,
+                "gaussians": 1000, "fps_sharp": 10.0}  # fmt: skip
+
+    results = [run("baseline", 1, 20.0), run("cocogaussian", 1, 24.0), run("baseline", 2, 22.0), run("cocogaussian", 2, 25.0)]
+    summary = bench.by_variant(results)
+    assert summary["cocogaussian"]["psnr"] == 24.5 and summary["cocogaussian"]["psnr_std"] == 0.5
+    assert summary["baseline"]["psnr_min"] == 20.0 and summary["baseline"]["seeds"] == [1, 2]
+    meta = {"scene": "s", "size": "cpu", "steps": 10, "date": "d", "machine": "m", "commit": "c", "settings": {"coc_render_scale": 0.5}}
+    table = bench.markdown(results, meta)
+    assert "seeds 1, 2" in table and "coc_render_scale=0.5" in table
+    assert "| cocogaussian | 24.50 ± 0.50 (24.00–25.00) |" in table
+    assert "| PSNR not below the baseline | +3.50 dB | yes |" in table  # targets on the means
+
+
+def test_model_settings_from_the_command_line() -> None:
+    assert bench.parse_settings(["coc_start_step=20", "opacity-reset=True", "coc_form=sensor"]) == {
+        "coc_start_step": 20, "opacity_reset": True, "coc_form": "sensor"}  # fmt: skip
+    with pytest.raises(SystemExit, match="no_such_setting"):
+        bench.parse_settings(["no_such_setting=1"])

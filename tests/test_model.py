@@ -285,3 +285,20 @@ def test_focus_init_subsamples_many_points(coc_trainer, monkeypatch: pytest.Monk
     assert shapes and all(n <= 64 and p == 5000 for n, p in shapes)
     exact = cdist(cameras.camera_to_worlds[:, :3, 3], points).mean(1)
     assert torch.allclose(model.focus_distance().detach(), exact, rtol=0.02)
+
+
+def test_coc_sets_rendered_at_half_size(demo_scene: Path, tmp_path: Path) -> None:
+    """coc_render_scale=0.5: the M CoC sets are rasterized at 48×36 for the 96×72 demo and
+    upsampled; the blend, its gradients and the densification statistics are those of full size."""
+    trainer = make_trainer(demo_scene, tmp_path, steps=2, name="half", coc_start_step=0, coc_render_scale=0.5)
+    model = trainer.pipeline.model
+    run_iteration(trainer, 0)
+    sizes = [(info["width"], info["height"]) for info in model._infos]
+    assert sizes == [(96, 72)] + [(48, 36)] * model.config.num_coc_sets
+    assert model.coc_mlp.head.weight.grad.abs().sum() > 0 and model.focus_log.grad.abs().sum() > 0
+    model.train()
+    camera, _ = trainer.pipeline.datamanager.next_train(1)
+    with torch.no_grad():
+        out = model.get_outputs(camera)
+    assert out["rgb"].shape == out["rgb_sharp"].shape == (72, 96, 3)
+    assert torch.equal(model.combined_info()["radii"] > 0, torch.stack([i["radii"] > 0 for i in model._infos]).any(0))
