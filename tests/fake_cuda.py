@@ -23,8 +23,12 @@ from torch.utils._pytree import tree_map
 
 TAG = torch.device("meta")
 _FROM_DATA = {"tensor", "as_tensor", "asarray", "new_tensor"}
-_CROSS_DEVICE_COPY = {torch.ops.aten.copy_.default}
-_INDEXING = {torch.ops.aten.index.Tensor, torch.ops.aten.index_put_.default, torch.ops.aten.index_put.default, torch.ops.aten._index_put_impl_.default}
+_INDEXING = {
+    torch.ops.aten.index.Tensor,
+    torch.ops.aten.index_put_.default,
+    torch.ops.aten.index_put.default,
+    torch.ops.aten._index_put_impl_.default,
+}
 
 
 class DeviceMismatch(RuntimeError):
@@ -106,11 +110,12 @@ class _Dispatch(TorchDispatchMode):
                 cpu_shapes.append(tuple(x.shape))
             return x
 
-        if func in _CROSS_DEVICE_COPY:  # legal across devices on CUDA too; the result lives with dst
+        if func is torch.ops.aten.copy_.default:  # legal across devices on CUDA too; the result lives with dst
             dst, src = args[0], args[1]
             if isinstance(src, FakeCuda) and not isinstance(dst, FakeCuda):
                 self.host_reads.append("copy to the host")
-            func(dst._data if isinstance(dst, FakeCuda) else dst, src._data if isinstance(src, FakeCuda) else src, *args[2:], **(kwargs or {}))
+            plain = [x._data if isinstance(x, FakeCuda) else x for x in (dst, src)]
+            func(*plain, *args[2:], **(kwargs or {}))
             return dst
         if func in _INDEXING and isinstance(args[0], FakeCuda):  # a GPU tensor may be indexed by CPU indices
             indices = [i._data if isinstance(i, FakeCuda) else i for i in args[1]] if args[1] is not None else None
@@ -145,7 +150,8 @@ class _Function(TorchFunctionMode):
             self.dispatch.host_reads.append("tolist")
             return args[0]._data.tolist()  # a copy to the host, as on a GPU
         if name in _FROM_DATA:  # these copy their data to the device below the dispatcher: build on the CPU, tag
-            gpu = _is_gpu(kwargs.get("device")) or (name == "new_tensor" and "device" not in kwargs and isinstance(args[0], FakeCuda))
+            like_self = name == "new_tensor" and "device" not in kwargs and isinstance(args[0], FakeCuda)
+            gpu = _is_gpu(kwargs.get("device")) or like_self
             if gpu:
                 kwargs["device"] = "cpu"
                 if name == "new_tensor":
