@@ -1,6 +1,7 @@
 #!/bin/bash
 # A GPU session's checks, one command (planned for at most 8 minutes on one H100/H200, gsplat's
-# kernel build included; each stage has its own time limit, so what ran comes back either way):
+# kernel build included; each stage has a time limit, and all of them end by DEADLINE seconds
+# (default 540, under the device tool's 600 s), so what ran comes back either way):
 #   1. parity of the PyTorch rasterizer with gsplat's CUDA kernels (tests/test_rasterizer.py -k parity);
 #   2. the real command lines on the Blender dev scene (400×300): ns-train cocogaussian (short, CoC
 #      from step 50), ns-eval, ns-export gaussian-splat, cocogs-refocus, a resume with --load-dir
@@ -34,24 +35,29 @@ else
 fi
 git rev-parse --short HEAD 2>/dev/null | sed 's/^/commit /' | tee -a "$OUT/gpu.txt"
 status=0
+DEADLINE=${DEADLINE:-540}
 stage() { echo "=== $1 ($((SECONDS))s so far)"; }
+limit() {  # a stage's time limit: its own, or what is left before DEADLINE (at least 10 s)
+  local rest=$((DEADLINE - SECONDS))
+  if [ "$rest" -lt "$1" ]; then echo $((rest > 10 ? rest : 10)); else echo "$1"; fi
+}
 
 stage "1/3 rasterizer parity with gsplat"
-timeout "${PARITY_TIMEOUT:-300}" "$PY" -m pytest -q -p no:cacheprovider tests/test_rasterizer.py -k parity 2>&1 \
+timeout "$(limit "${PARITY_TIMEOUT:-200}")" "$PY" -m pytest -q -p no:cacheprovider tests/test_rasterizer.py -k parity 2>&1 \
   | tail -n 30 | tee "$OUT/parity.log" || status=1
 
 stage "2/3 command lines: ns-train, ns-eval, ns-export, cocogs-refocus, resume"
 rm -rf "$WORK/cli"
-timeout "${CLI_TIMEOUT:-240}" "$PY" benchmarks/cli_check.py "$SCENE" --method "$METHOD" --steps "${CLI_STEPS:-200}" \
+timeout "$(limit "${CLI_TIMEOUT:-180}")" "$PY" benchmarks/cli_check.py "$SCENE" --method "$METHOD" --steps "${CLI_STEPS:-200}" \
   --coc-start "${CLI_COC_START:-50}" --out "$WORK/cli" 2>&1 | tee "$OUT/cli.log" || status=1
 cp "$WORK/cli/cli_check.json" "$OUT/" 2>/dev/null
 
 stage "3/3 benchmark: baseline, cocogaussian, upper bound"
 rm -rf "$WORK/bench"
-timeout "${BENCH_TIMEOUT:-420}" "$PY" benchmarks/run.py "$SCENE" --size gpu --steps "${STEPS:-1500}" --out "$WORK/bench" \
+timeout "$(limit "${BENCH_TIMEOUT:-420}")" "$PY" benchmarks/run.py "$SCENE" --size gpu --steps "${STEPS:-1500}" --out "$WORK/bench" \
   "${BENCH_ARGS[@]}" > "$WORK/bench.log" 2>&1 || status=1
 grep -v -i warning "$WORK/bench.log" | tail -n 40 > "$OUT/bench.log"
-cp "$WORK"/bench/results.json "$WORK"/bench/results.md "$WORK"/bench/figure.png "$OUT"/ 2>/dev/null
+cp "$WORK"/bench/results.json "$WORK"/bench/results.md "$WORK"/bench/figure.png "$OUT"/ 2>/dev/null  # partial too
 
 stage "summary"
 grep -E "passed|failed|skipped|error" "$OUT/parity.log" | tail -n 1
