@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cocogs_nerfstudio.cocogaussian import NETWORK_GROUPS, CoCoGaussianModelConfig
+from cocogs_nerfstudio.cocogaussian import CoCoGaussianModelConfig
 from cocogs_nerfstudio.method_config import make_trainer_config, small_trainer_config
 from cocogs_nerfstudio.runs import scripted, seeded_trainer
 
@@ -73,19 +73,19 @@ def trainer_config(
     variant: str, scene: Path, out: Path, size: str, steps: int, downscale: Optional[int], seed: int,
     settings: Optional[Dict[str, Any]] = None,
 ):  # fmt: skip
-    """One variant's trainer config; ``settings`` (``--set``) change CoCoGaussian's model only."""
+    """One variant's trainer config; ``settings`` (``--set``) change CoCoGaussian's model only, and
+    are applied before the trainer config is built (its network schedules follow coc_start_step)."""
     coc = variant == "cocogaussian"
+    settings = settings if coc and settings else {}
     if size == "cpu":
-        cfg = small_trainer_config(max_steps=steps, coc_enabled=coc)
+        cfg = small_trainer_config(max_steps=steps, coc_enabled=coc, **settings)
     else:
         model = gpu_model_config(steps, coc)
+        for key, value in settings.items():
+            setattr(model, key, value)
         cfg = make_trainer_config(max_steps=steps, model=model)
-        for group in NETWORK_GROUPS:  # the networks' decay starts with CoC, as in make_trainer_config
-            cfg.optimizers[group]["scheduler"].warmup_steps = model.coc_start_step
         if not torch.cuda.is_available():  # --allow-cpu: the GPU mode's code paths, on the CPU
             cfg.machine.device_type = "cpu"
-    for key, value in (settings or {}).items() if coc else ():
-        setattr(cfg.pipeline.model, key, value)
     dp = cfg.pipeline.datamanager.dataparser
     dp.data = scene
     dp.downscale_factor = downscale

@@ -30,7 +30,12 @@ from cocogs_nerfstudio.coc_mlp import CocMLP
 from cocogs_nerfstudio.densification import CocStrategy, merge_render_infos
 from cocogs_nerfstudio.focus_init import focus_from_sharpness
 from cocogs_nerfstudio.lpips_offline import LPIPSUnavailable, make_lpips
-from cocogs_nerfstudio.rasterize import intrinsics_matrices, rasterize, viewmats_from_camera_to_worlds
+from cocogs_nerfstudio.rasterize import (
+    intrinsics_matrices,
+    rasterize,
+    scale_intrinsics,
+    viewmats_from_camera_to_worlds,
+)
 from cocogs_nerfstudio.viewer_controls import DepthOfFieldControls
 
 
@@ -382,8 +387,7 @@ class CoCoGaussianModel(SplatfactoModel):
         scale = 1.0 / self._get_downscale_factor()
         width, height = self._image_size(camera)
         W, H = int(width * scale), int(height * scale)  # as Cameras.rescale_output_resolution floors
-        K = intrinsics_matrices(camera)
-        K = torch.cat([K[:, :2] * scale, K[:, 2:]], dim=1)
+        K = scale_intrinsics(intrinsics_matrices(camera), scale, scale)
         viewmat = viewmats_from_camera_to_worlds(c2w)
         self.last_size = (H, W)
         render_mode = "RGB+ED" if (self.config.output_depth_during_training or not self.training) else "RGB"
@@ -402,7 +406,7 @@ class CoCoGaussianModel(SplatfactoModel):
             sets = self.coc_gaussian_sets(_camera_centre(c2w), focus, means, scales, quats, aperture_scale)
             # the CoC sets are blurred by construction: optionally rendered smaller, then upsampled
             W_c, H_c = max(1, round(W * self.config.coc_render_scale)), max(1, round(H * self.config.coc_render_scale))
-            K_c = torch.cat([K[:, :1] * (W_c / W), K[:, 1:2] * (H_c / H), K[:, 2:]], dim=1)
+            K_c = scale_intrinsics(K, W_c / W, H_c / H)
             images = []
             for m in range(self.config.num_coc_sets):
                 rgb_m, _, _, info_m = self._render(
@@ -438,10 +442,10 @@ class CoCoGaussianModel(SplatfactoModel):
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
         """Splatfacto's callbacks; says so when the networks' learning-rate decay does not start
         with CoC modelling (``--pipeline.model.coc-start-step`` changed alone)."""
-        schedulers = {}
-        if self.config.coc_enabled and training_callback_attributes.optimizers is not None:
-            schedulers = {name: training_callback_attributes.optimizers.config.get(name, {}).get("scheduler") for name in NETWORK_GROUPS}
-        late = [name for name, sched in schedulers.items() if sched is not None and getattr(sched, "warmup_steps", 0) != self.config.coc_start_step]
+        start, optimizers, late = self.config.coc_start_step, training_callback_attributes.optimizers, []
+        if self.config.coc_enabled and optimizers is not None:
+            schedulers = [(group, optimizers.config.get(group, {}).get("scheduler")) for group in NETWORK_GROUPS]
+            late = [group for group, sched in schedulers if sched is not None and getattr(sched, "warmup_steps", 0) != start]
         if late:
             CONSOLE.print(
                 f"[yellow]The learning rates of {', '.join(late)} start decaying at another step than CoC modelling "
@@ -467,9 +471,8 @@ class CoCoGaussianModel(SplatfactoModel):
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         groups = super().get_param_groups()
         if self.config.coc_enabled:
-            groups[NETWORK_GROUPS[0]] = list(self.coc_mlp.parameters())
-            groups[NETWORK_GROUPS[1]] = list(self.blend_cnn.parameters())
-            groups[NETWORK_GROUPS[2]] = [self.focus_log]
+            networks = (list(self.coc_mlp.parameters()), list(self.blend_cnn.parameters()), [self.focus_log])
+            groups.update(zip(NETWORK_GROUPS, networks))
         return groups
 
     def load_state_dict(self, dict, **kwargs):  # type: ignore[override]

@@ -98,3 +98,9 @@ def intrinsics_matrices(cameras: Any) -> Tensor:
     fx, fy, cx, cy = (v.reshape(-1, 1) for v in (cameras.fx, cameras.fy, cameras.cx, cameras.cy))
     zero, one = torch.zeros_like(fx), torch.ones_like(fx)
     return torch.cat([fx, zero, cx, zero, fy, cy, zero, zero, one], dim=-1).reshape(-1, 3, 3)
+
+
+def scale_intrinsics(Ks: Tensor, sx: float, sy: float) -> Tensor:
+    """Intrinsics [C, 3, 3] of the same cameras rendering an image ``sx`` × ``sy`` times the size
+    (pixel centres kept aligned: fx, cx scale with x; fy, cy with y)."""
+    return torch.cat([Ks[:, :1] * sx, Ks[:, 1:2] * sy, Ks[:, 2:]], dim=1)

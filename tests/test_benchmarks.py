@@ -53,6 +53,12 @@ def test_gpu_mode_schedule(tmp_path: Path) -> None:
     assert model.num_downscales == 0 and model.coc_start_step == 150 and model.stop_split_at == 1500
     assert all(cfg.optimizers[g]["scheduler"].warmup_steps == 150 for g in ("coc_mlp", "blend_cnn", "focus"))
     assert cfg.max_num_iterations == 3000 and cfg.pipeline.datamanager.dataparser.data == tmp_path
+    # --set coc_start_step moves the networks' schedules with it, in both sizes; other variants keep theirs
+    for size in ("gpu", "cpu"):
+        moved = bench.trainer_config("cocogaussian", tmp_path, tmp_path, size, 3000, None, 42, {"coc_start_step": 300})
+        assert moved.pipeline.model.coc_start_step == 300 and moved.optimizers["focus"]["scheduler"].warmup_steps == 300
+    base = bench.trainer_config("baseline", tmp_path, tmp_path, "cpu", 600, None, 42, {"coc_start_step": 300})
+    assert base.pipeline.model.coc_start_step == 0 and not base.pipeline.model.coc_enabled
 
 
 def test_several_seeds_are_summarised_by_mean_and_spread() -> None:
