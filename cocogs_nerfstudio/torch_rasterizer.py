@@ -17,7 +17,9 @@ overlaps, so contributions beyond 3σ (at most ``opacity·e^-4.5 ≈ 0.011``) ar
 transmittance is accumulated in float64.
 
 It is sparse: only (Gaussian, pixel) pairs inside each splat's box are formed, in row bands of
-at most ``max_pairs`` pairs, so memory stays bounded. Gradients flow through plain autograd; the
+at most ``max_pairs`` pairs, so memory stays bounded. The compositing of the pairs has a
+hand-written backward (``_CompositeBand``: the same derivatives autograd takes, ~3× less time
+and memory than a graph over every pair); projection and colours use autograd. The
 ``absgrad`` statistic of gsplat (sum over pixels of |∂L/∂mean2d| per pixel) is provided too, as
 ``info["means2d"].absgrad`` after backward.
 """
@@ -192,9 +194,113 @@ def _pair_grid(
     total = int(counts.sum().item())
     box = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
     start = torch.cumsum(counts, 0) - counts
-    local = torch.arange(total, device=counts.device) - start[box]
-    wb = w[box]
-    return box, x0[box] + local % wb, y0[box] + torch.div(local, wb, rounding_mode="floor")
+    local = torch.arange(total, device=counts.device) - start.index_select(0, box)
+    wb = w.index_select(0, box)
+    return box, x0.index_select(0, box) + local % wb, y0.index_select(0, box) + torch.div(local, wb, rounding_mode="floor")
+
+
+class _Runs:
+    """Pairs sorted by pixel: each pixel's pairs form a run. Sums along runs by cumulative sums
+    (float64), cheaper on the CPU than a scatter onto the pixels."""
+
+    def __init__(self, pix: Tensor) -> None:
+        first = torch.ones_like(pix, dtype=torch.bool)
+        first[1:] = pix[1:] != pix[:-1]
+        self.starts = first.nonzero().squeeze(1)
+        self.ends = torch.cat([self.starts[1:], self.starts.new_tensor([len(pix)])]) - 1
+        self.pix = pix.index_select(0, self.starts)  # the pixel of each run
+        self.run_of_pair = torch.cumsum(first.long(), 0) - 1
+
+    def totals(self, values: Tensor) -> Tensor:
+        """Σ of the values [P] of each run (float64)."""
+        incl = torch.cumsum(values.double(), 0)
+        return incl.index_select(0, self.ends) - (incl - values).index_select(0, self.starts)
+
+    def before(self, values: Tensor) -> Tensor:
+        """Σ of the values [P] before each pair within its run (0 for a run's first)."""
+        excl = torch.cumsum(values, 0) - values
+        return excl - excl.index_select(0, self.starts).index_select(0, self.run_of_pair)
+
+    def to_pixels(self, run_values: Tensor, n_pixels: int) -> Tensor:
+        """Per-run values [R] placed in a zero image [n_pixels]."""
+        return run_values.new_zeros(n_pixels).index_copy_(0, self.pix, run_values)
+
+
+class _CompositeBand(torch.autograd.Function):
+    """Front-to-back compositing of one band's (Gaussian, pixel) pairs (paper Eqs. 1 and 4).
+
+    Pairs come sorted by pixel, and by depth within a pixel. Forward gives the band's colour sum
+    Σ αᵢ Tᵢ cᵢ [P, D] and Σ log(1 − αᵢ) [P] (float64) per pixel; backward is written out by hand
+    (the same derivatives autograd would take through every pair, without its per-pair graph):
+
+    * ∂/∂cᵢ = αᵢ Tᵢ g;  ∂/∂αᵢ = Tᵢ cᵢ·g − (Σ_{j>i} αⱼ Tⱼ cⱼ·g + g_logT) / (1 − αᵢ);
+    * αᵢ = min(0.999, oᵢ e^{−σᵢ}), σᵢ = ½ dᵀ Σ₂D⁻¹ d with d = mean2d − pixel centre.
+
+    The pixel's stop (Tᵢ₊₁ ≤ 1e-4 ends it) is a constant of the backward pass, as in gsplat.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        means2d: Tensor,
+        conics: Tensor,
+        colors: Tensor,
+        opacities: Tensor,
+        gid: Tensor,
+        px: Tensor,
+        py: Tensor,
+        pix: Tensor,
+        n_pixels: int,
+        absgrad_buf: Optional[Tensor],
+    ) -> Tuple[Tensor, Tensor]:
+        m = means2d.index_select(0, gid)
+        dx = m[:, 0] - (px.to(m.dtype) + 0.5)
+        dy = m[:, 1] - (py.to(m.dtype) + 0.5)
+        con = conics.index_select(0, gid)
+        sigma = 0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) + con[:, 1] * dx * dy
+        falloff = torch.exp(-sigma)
+        alpha = torch.clamp(opacities.index_select(0, gid) * falloff, max=ALPHA_MAX)
+        log1m = torch.log1p(-alpha.double())
+        runs = _Runs(pix)
+        excl = runs.before(log1m)  # log T before each pair
+        alive = (excl + log1m) > math.log(T_MIN)  # T after this pair stays above 1e-4
+        trans = torch.exp(excl).to(alpha.dtype)
+        weight = alpha * trans * alive
+        col = colors.index_select(0, gid)
+        out = colors.new_zeros(n_pixels, colors.shape[1]).index_add_(0, pix, weight[:, None] * col)
+        log_t = runs.to_pixels(runs.totals(log1m * alive), n_pixels)
+        ctx.save_for_backward(means2d, conics, colors, opacities, gid, pix, dx, dy, falloff, trans, weight, alive)
+        ctx.runs = runs
+        ctx.absgrad_buf = absgrad_buf
+        return out, log_t
+
+    @staticmethod
+    def backward(ctx: Any, g_out: Tensor, g_log_t: Tensor):  # type: ignore[override]
+        means2d, conics, colors, opacities, gid, pix, dx, dy, falloff, trans, weight, alive = ctx.saved_tensors
+        runs = ctx.runs
+        g_pair = g_out.index_select(0, pix)
+        col = colors.index_select(0, gid)
+        c_dot_g = (col * g_pair).sum(1)
+        contrib = (weight * c_dot_g).double()  # αⱼ Tⱼ cⱼ·g, zero past the pixel's stop
+        incl = contrib + runs.before(contrib)
+        after = runs.totals(contrib).index_select(0, runs.run_of_pair) - incl  # Σ over later pairs
+        raw = opacities.index_select(0, gid) * falloff
+        one_minus = 1.0 - torch.clamp(raw, max=ALPHA_MAX).double()
+        g_alpha = trans * c_dot_g - ((after + g_log_t.double().index_select(0, pix)) / one_minus).to(trans.dtype)
+        g_raw = g_alpha * alive * (raw <= ALPHA_MAX)  # the clamp at 0.999 passes no gradient
+        g_sigma = -g_raw * raw
+        con = conics.index_select(0, gid)
+        g_dx = g_sigma * (con[:, 0] * dx + con[:, 1] * dy)
+        g_dy = g_sigma * (con[:, 2] * dy + con[:, 1] * dx)
+        # one scatter for every per-Gaussian gradient: colours, mean2d, conic, opacity, |mean2d|
+        per_pair = [weight[:, None] * g_pair, g_dx[:, None], g_dy[:, None]]
+        per_pair += [g_sigma[:, None] * torch.stack([0.5 * dx * dx, dx * dy, 0.5 * dy * dy], dim=1)]
+        per_pair += [(g_raw * falloff)[:, None], g_dx.abs()[:, None], g_dy.abs()[:, None]]
+        acc = means2d.new_zeros(len(means2d), colors.shape[1] + 8).index_add_(0, gid, torch.cat(per_pair, 1))
+        grad_colors, grad_means2d, grad_conics, grad_opac, absgrad = acc.split([colors.shape[1], 2, 3, 1, 2], 1)
+        if ctx.absgrad_buf is not None:
+            ctx.absgrad_buf.add_(absgrad)
+        return grad_means2d, grad_conics, grad_colors, grad_opac[:, 0], None, None, None, None, None, None
 
 
 def _composite_band(
@@ -211,43 +317,24 @@ def _composite_band(
     absgrad_buf: Optional[Tensor],
 ) -> Tuple[Tensor, Tensor]:
     """Alpha-composite the (Gaussian, pixel) pairs of one band; Gaussians are in depth order."""
-
-    def pair_alpha(ids: Tensor, x: Tensor, y: Tensor, m2d: Tensor) -> Tuple[Tensor, Tensor]:
-        dx = m2d[:, 0] - (x.to(m2d.dtype) + 0.5)
-        dy = m2d[:, 1] - (y.to(m2d.dtype) + 0.5)
-        con = conics[ids]
+    with torch.no_grad():  # drop negligible pairs first: the compositing only sees the rest
+        m = means2d.index_select(0, box)
+        dx = m[:, 0] - (px.to(m.dtype) + 0.5)
+        dy = m[:, 1] - (py.to(m.dtype) + 0.5)
+        con = conics.index_select(0, box)
         sigma = 0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) + con[:, 1] * dx * dy
-        return sigma, torch.clamp(opacities[ids] * torch.exp(-sigma), max=ALPHA_MAX)
-
-    with torch.no_grad():  # drop negligible pairs first: autograd then only sees the rest
-        sigma, alpha = pair_alpha(box, px, py, means2d[box])
+        alpha = torch.clamp(opacities.index_select(0, box) * torch.exp(-sigma), max=ALPHA_MAX)
         keep = ((sigma >= 0) & (alpha >= ALPHA_MIN)).nonzero().squeeze(1)
-        gid, px, py = box[keep], px[keep], py[keep]
+        gid, px, py = box.index_select(0, keep), px.index_select(0, keep), py.index_select(0, keep)
         # stable sort by pixel keeps the depth order within each pixel
         pix, order = torch.sort(py * width + px, stable=True)
-        gid, px, py = gid[order], px[order], py[order]
-    m2d = means2d[gid]
-    if absgrad_buf is not None and m2d.requires_grad:
-
-        def _accumulate_abs(grad: Tensor) -> None:
-            absgrad_buf.index_add_(0, gid, grad.abs())
-
-        m2d.register_hook(_accumulate_abs)
-    _, alpha = pair_alpha(gid, px, py, m2d)
-
-    log1m = torch.log1p(-alpha.double())
-    incl = torch.cumsum(log1m, 0)
-    first = torch.ones_like(pix, dtype=torch.bool)
-    first[1:] = pix[1:] != pix[:-1]
-    seg_id = torch.cumsum(first.long(), 0) - 1
-    seg_base = (incl - log1m)[first]  # cumulative sum before each pixel's first pair
-    excl = incl - log1m - seg_base[seg_id]  # log T before this pair, within its pixel
-    with torch.no_grad():
-        alive = (excl + log1m) > math.log(T_MIN)  # T after this pair stays above 1e-4
-    weight = (alpha * torch.exp(excl).to(alpha.dtype)) * alive
-    out = out.index_add(0, pix, weight[:, None] * colors[gid])
-    log_t = log_t.index_add(0, pix, log1m * alive)
-    return out, log_t
+        gid, px, py = gid.index_select(0, order), px.index_select(0, order), py.index_select(0, order)
+    if len(pix) == 0:
+        return out, log_t
+    band_out, band_log_t = _CompositeBand.apply(
+        means2d, conics, colors, opacities, gid, px, py, pix, out.shape[0], absgrad_buf
+    )
+    return out + band_out, log_t + band_log_t
 
 
 def rasterize_torch(
@@ -334,7 +421,7 @@ def rasterize_torch(
                 if len(sel) == 0:
                     continue
                 box, px, py = _pair_grid(x0[sel], by0[sel], w[sel], h[sel])
-                gid = ids[sel[box]]  # global Gaussian index of each pair, in depth order
+                gid = ids.index_select(0, sel.index_select(0, box))  # global Gaussian index of each pair, in depth order
             out, log_t = _composite_band(
                 means2d[ci], conics[ci], cols[ci], opac[ci], gid, px, py, width, out, log_t,
                 None if absgrad_buf is None else absgrad_buf[ci],
