@@ -26,7 +26,7 @@ from torch.nn import Parameter
 
 from cocogs_nerfstudio.blend_cnn import BlendCNN
 from cocogs_nerfstudio.coc import coc_diameter, coc_means, coc_quats, coc_scales, fixed_directions
-from cocogs_nerfstudio.coc_mlp import CocMLP
+from cocogs_nerfstudio.coc_mlp import CocMLP, CocOutputs
 from cocogs_nerfstudio.densification import CocStrategy, merge_render_infos
 from cocogs_nerfstudio.focus_init import focus_from_sharpness
 from cocogs_nerfstudio.lpips_offline import LPIPSUnavailable, make_lpips
@@ -90,6 +90,9 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     mean_freqs: int = 3
     cam_freqs: int = 10
     blend_cnn_width: int = 64
+    blend_sharp_weight: float = 0.0
+    """Not in the paper: start the blend with this weight on the sharp (base) render through a
+    learnable per-render logit offset, so that the model starts as plain 3DGS. 0: off (paper)."""
     ssim_lambda: float = 0.3
     """λ of Eq. 14 (paper: 0.3; official code: 0.25)."""
 
@@ -177,7 +180,7 @@ class CoCoGaussianModel(SplatfactoModel):
                 max_scale_factor=cfg.max_scale_factor,
                 max_rot_factor=cfg.max_rot_factor,
             )
-            self.blend_cnn = BlendCNN(cfg.blend_cnn_width)
+            self.blend_cnn = BlendCNN(cfg.blend_cnn_width, cfg.num_coc_sets + 1, cfg.blend_sharp_weight)
             # d_F = focus_unit · exp(focus_log): positive by construction, scale-free learning rate
             self.focus_log = Parameter(torch.zeros(self.num_train_data))
             self.register_buffer("focus_unit", torch.ones(()))
@@ -241,6 +244,11 @@ class CoCoGaussianModel(SplatfactoModel):
         power = 1 if self.config.coc_form == "world" else 2
         return self.config.aperture_init * self.focus_unit**power
 
+    def aperture_of(self, out: CocOutputs) -> Tensor:
+        """K per Gaussian [N] in world units (Eq. 7) from h_θ's outputs for one camera."""
+        relative = out.aperture if self.config.use_aperture else torch.ones_like(out.aperture)
+        return self.aperture_unit * relative
+
     # ------------------------------------------------------------------ CoC Gaussians
     def coc_gaussian_sets(
         self,
@@ -257,8 +265,7 @@ class CoCoGaussianModel(SplatfactoModel):
         """
         cfg = self.config
         out = self.coc_mlp(centre.detach(), means.detach(), scales.detach(), quats.detach())
-        unit = self.aperture_unit
-        aperture = unit * (out.aperture if cfg.use_aperture else torch.ones_like(out.aperture))
+        aperture = self.aperture_of(out)
         if cfg.use_coc:
             distance = (means - centre[None]).norm(dim=-1).clamp_min(1e-6)  # d(µ)
             diameter = coc_diameter(distance, focus, aperture * aperture_scale, cfg.coc_form)

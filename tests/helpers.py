@@ -36,3 +36,19 @@ def console_script(name: str) -> str:
     """A console script (``ns-train``, ``ns-eval``, ...) of this Python environment, activated or not."""
     beside = Path(sys.executable).parent / name
     return str(beside) if beside.exists() else name
+
+
+def similarity_residuals(source, target):
+    """Residuals [N, 3] of ``target`` points after the least-squares similarity (scale, rotation,
+    translation) that maps ``source`` [N, 3] onto them (Umeyama 1991), and that scale."""
+    import numpy as np
+
+    src, dst = np.asarray(source, float), np.asarray(target, float)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    a, b = src - mu_s, dst - mu_d
+    u, s, vt = np.linalg.svd(b.T @ a / len(src))
+    d = np.eye(3)
+    d[2, 2] = np.sign(np.linalg.det(u @ vt))
+    rot = u @ d @ vt
+    scale = np.trace(np.diag(s) @ d) / (a**2).sum(1).mean()
+    return dst - (scale * a @ rot.T + mu_d), scale

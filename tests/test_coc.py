@@ -115,3 +115,16 @@ def test_blend_weights_sum_to_one_and_blend_is_convex() -> None:
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in cnn.parameters())
     # the CNN sees the renders detached; the renders get gradient only through the weighted sum
     assert torch.allclose(images.grad, w.detach().expand(-1, -1, -1, 3))
+
+
+def test_blend_sharp_weight_starts_on_the_sharp_render_and_learns() -> None:
+    cnn = BlendCNN(width=8, num_renders=5, sharp_weight=0.8)
+    torch.nn.init.zeros_(cnn.net[-1].weight)  # a uniform CNN output: the offsets alone decide
+    images = torch.rand(5, 6, 7, 3, requires_grad=True)
+    blurred, weights = cnn(images)
+    assert weights[:, 2, 3, 0].tolist() == pytest.approx([0.05, 0.05, 0.05, 0.05, 0.8], abs=1e-6)
+    (blurred - images[0].detach()).abs().mean().backward()  # target = a CoC render
+    assert cnn.offsets.grad[-1] > 0 and (cnn.offsets.grad[:-1] < 0).any()  # descent lowers the sharp share
+    with pytest.raises(ValueError, match="sharp_weight"):
+        BlendCNN(sharp_weight=1.0)
+    assert BlendCNN().offsets is None  # off by default: the paper's blend, the same checkpoint keys

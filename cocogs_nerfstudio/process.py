@@ -1,0 +1,371 @@
+"""``cocogs-process PHOTOS_DIR OUT_DIR``: camera poses and SfM points from a folder of photos.
+
+Structure from motion with pycolmap (COLMAP's Python bindings, ``pip install pycolmap``), set up
+for defocused photos of one lens:
+
+* SIFT on the photos shrunk to ``--max-image-size`` (1000 px): defocus removes the fine features a
+  full-size extraction looks for, and at a reduced size the blur spans fewer pixels;
+* one shared camera (``SIMPLE_RADIAL``) for all photos: one lens, one focal length to estimate
+  from every photo instead of one per photo;
+* exhaustive matching for up to 200 photos (a few dozen is the usual defocus capture), sequential
+  matching beyond;
+* incremental mapping; the largest model is kept, undistorted to a pinhole camera.
+
+Every SfM point is kept (blurred backgrounds give few; none is filtered away). The output folder
+is a nerfstudio scene (``transforms.json``, ``images/``, ``images_2/4/8``, ``sparse_pc.ply``,
+``colmap/sparse/0``) that ``ns-train cocogaussian --data OUT_DIR`` reads directly; each frame also
+records the depth range of the points its photo sees (``depth_near`` / ``depth_far``, in the
+output's world units) and ``process_report.json`` what happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
+DOWNSCALES = (2, 4, 8)  # the image folders nerfstudio picks from for large photos
+
+
+class ProcessError(RuntimeError):
+    """Input or reconstruction trouble; the message says what and where, for the user."""
+
+
+@dataclass
+class ProcessReport:
+    """What the reconstruction found (written as ``process_report.json``)."""
+
+    photos: int
+    registered: int
+    unregistered: List[str]
+    points: int
+    mean_reprojection_error_px: float
+    mean_track_length: float
+    camera: Dict[str, object]
+    depth_range: Tuple[float, float]
+    seconds: Dict[str, float] = field(default_factory=dict)
+    settings: Dict[str, object] = field(default_factory=dict)
+
+
+def list_photos(folder: Path) -> List[Path]:
+    """Photos in ``folder`` (not its subfolders), sorted by name; each one is opened to check it."""
+    if not folder.is_dir():
+        raise ProcessError(f"{folder}: not a folder of photos")
+    photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+    if len(photos) < 3:
+        raise ProcessError(
+            f"{folder}: {len(photos)} photos ({', '.join(sorted(PHOTO_SUFFIXES))}); structure from motion needs at "
+            "least 3, and a few dozen overlapping views of the scene work best"
+        )
+    for p in photos:
+        try:
+            with Image.open(p) as im:
+                im.verify()
+        except (UnidentifiedImageError, OSError) as err:
+            raise ProcessError(f"{p}: not a readable image ({err})") from err
+    return photos
+
+
+def copy_photos(photos: Sequence[Path], folder: Path) -> Dict[str, Tuple[int, int]]:
+    """Copy the photos into ``folder`` upright (EXIF orientation applied); their (width, height)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = {}
+    for p in photos:
+        with Image.open(p) as im:
+            upright = ImageOps.exif_transpose(im)
+            if upright is im:  # no rotation in the EXIF data: keep the file as it is
+                shutil.copy2(p, folder / p.name)
+            else:
+                upright.save(folder / p.name, quality=95)
+            sizes[p.name] = upright.size
+    return sizes
+
+
+def _progress(stage: str):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn(f"[bold]{stage}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), transient=False)  # fmt: skip
+
+
+def run_sfm(
+    images: Path,
+    work: Path,
+    names: Sequence[str],
+    max_image_size: int = 1000,
+    shared_camera: bool = True,
+    camera_model: str = "SIMPLE_RADIAL",
+    matching: str = "auto",
+    threads: int = -1,
+    seed: int = 0,
+    log=print,
+) -> Tuple[object, Dict[str, float]]:
+    """Features, matches and incremental mapping; the largest reconstruction and stage times."""
+    import pycolmap
+
+    work.mkdir(parents=True, exist_ok=True)
+    database = work / "database.db"
+    database.unlink(missing_ok=True)
+    seconds: Dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.max_image_size = max_image_size
+    extraction.num_threads = threads
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = camera_model
+    mode = pycolmap.CameraMode.SINGLE if shared_camera else pycolmap.CameraMode.PER_IMAGE
+    log(f"features: SIFT on {len(names)} photos at ≤ {max_image_size} px ({'one shared' if shared_camera else 'one per photo'} {camera_model} camera)")
+    pycolmap.extract_features(database, images, image_names=list(names), camera_mode=mode,
+                              reader_options=reader, extraction_options=extraction, device=pycolmap.Device.cpu)  # fmt: skip
+    seconds["features"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    options = pycolmap.FeatureMatchingOptions()
+    options.num_threads = threads
+    if matching == "auto":
+        matching = "exhaustive" if len(names) <= 200 else "sequential"
+    log(f"matching: {matching}")
+    if matching == "exhaustive":
+        pycolmap.match_exhaustive(database, matching_options=options, device=pycolmap.Device.cpu)
+    elif matching == "sequential":
+        pycolmap.match_sequential(database, matching_options=options, device=pycolmap.Device.cpu)
+    else:
+        raise ProcessError(f"--matching {matching!r}: expected auto, exhaustive or sequential")
+    seconds["matching"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    mapping = pycolmap.IncrementalPipelineOptions()
+    mapping.num_threads = threads
+    mapping.random_seed = seed
+    sparse = work / "sparse"
+    shutil.rmtree(sparse, ignore_errors=True)
+    sparse.mkdir(parents=True)
+    with _progress("mapping: photos registered") as bar:
+        task = bar.add_task("map", total=len(names))
+        models = pycolmap.incremental_mapping(database, images, sparse, mapping,
+                                              next_image_callback=lambda: bar.advance(task))  # fmt: skip
+        bar.update(task, completed=max((m.num_reg_images() for m in models.values()), default=0))
+    seconds["mapping"] = time.perf_counter() - t0
+    if not models:
+        raise ProcessError(
+            f"{images}: no two photos could be matched into a model. Try more photos with more overlap, "
+            "a larger --max-image-size if the photos are sharp enough, or --per-photo-camera if they come "
+            "from different lenses or zoom settings"
+        )
+    best = max(models.values(), key=lambda m: m.num_reg_images())
+    return best, seconds
+
+
+def depth_ranges(reconstruction) -> Dict[str, Tuple[float, float]]:
+    """Per registered photo: (2nd, 98th) percentile of the camera-space depth of the points it sees."""
+    ranges = {}
+    for image in reconstruction.images.values():
+        ids = [p.point3D_id for p in image.points2D if p.has_point3D()]
+        if not ids:
+            continue
+        xyz = np.array([reconstruction.points3D[i].xyz for i in ids])
+        z = (xyz @ image.cam_from_world().rotation.matrix().T + image.cam_from_world().translation)[:, 2]
+        z = z[z > 0]
+        if len(z):
+            ranges[image.name] = (float(np.percentile(z, 2)), float(np.percentile(z, 98)))
+    return ranges
+
+
+def _c2w_opengl(image) -> np.ndarray:
+    """Camera-to-world 4×4 in nerfstudio's (OpenGL: x right, y up, z back) camera convention."""
+    w2c = np.eye(4)
+    w2c[:3, :4] = image.cam_from_world().matrix()
+    c2w = np.linalg.inv(w2c)
+    c2w[:3, 1:3] *= -1  # OpenCV → OpenGL camera axes
+    return c2w
+
+
+def write_scene(reconstruction, images: Path, out: Path, report: ProcessReport) -> None:
+    """``transforms.json`` (pinhole camera, one frame per registered photo), ``sparse_pc.ply``."""
+    from plyfile import PlyData, PlyElement
+
+    cam = next(iter(reconstruction.cameras.values()))
+    ranges = depth_ranges(reconstruction)
+    frames = []
+    for image in sorted(reconstruction.images.values(), key=lambda im: im.name):
+        c = reconstruction.cameras[image.camera_id]
+        frame = {
+            "file_path": f"images/{image.name}",
+            "transform_matrix": _c2w_opengl(image).tolist(),
+            "colmap_im_id": int(image.image_id),
+        }
+        if len(reconstruction.cameras) > 1:
+            frame.update(_intrinsics(c))
+        if image.name in ranges:
+            frame["depth_near"], frame["depth_far"] = ranges[image.name]
+        frames.append(frame)
+    transforms: Dict[str, object] = {}
+    if len(reconstruction.cameras) == 1:
+        transforms.update(_intrinsics(cam))
+    transforms.update(
+        camera_model="OPENCV",
+        frames=frames,
+        ply_file_path="sparse_pc.ply",
+        depth_range=list(report.depth_range),
+        generator="cocogs-process",
+    )
+    (out / "transforms.json").write_text(json.dumps(transforms, indent=1))
+
+    pts = list(reconstruction.points3D.values())
+    vertex = np.empty(len(pts), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    if pts:
+        xyz = np.array([p.xyz for p in pts])
+        rgb = np.array([p.color for p in pts])
+        for k, name in enumerate("xyz"):
+            vertex[name] = xyz[:, k]
+        for k, name in enumerate(("red", "green", "blue")):
+            vertex[name] = rgb[:, k]
+    PlyData([PlyElement.describe(vertex, "vertex")]).write(str(out / "sparse_pc.ply"))
+
+
+def _intrinsics(camera) -> Dict[str, float]:
+    return {
+        "w": int(camera.width), "h": int(camera.height),
+        "fl_x": float(camera.focal_length_x), "fl_y": float(camera.focal_length_y),
+        "cx": float(camera.principal_point_x), "cy": float(camera.principal_point_y),
+        "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
+    }  # fmt: skip
+
+
+def write_downscaled(images: Path, out: Path, factors: Sequence[int] = DOWNSCALES) -> None:
+    """``images_K/`` beside ``images/`` (nerfstudio picks one for photos over 1600 px)."""
+    for f in factors:
+        folder = out / f"images_{f}"
+        folder.mkdir(exist_ok=True)
+        for p in sorted(images.iterdir()):
+            with Image.open(p) as im:
+                im.reduce(f).save(folder / p.name, quality=95)
+
+
+def process(
+    photos_dir: Path,
+    out: Path,
+    max_image_size: int = 1000,
+    shared_camera: bool = True,
+    matching: str = "auto",
+    min_registered: float = 0.5,
+    threads: int = -1,
+    seed: int = 0,
+    log=print,
+) -> ProcessReport:
+    """Photos → nerfstudio scene in ``out`` (see the module docstring); returns the report."""
+    import pycolmap
+
+    photos = list_photos(photos_dir)
+    if out.resolve() == photos_dir.resolve():
+        raise ProcessError(f"{out}: the output folder must not be the photo folder")
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "colmap"
+    raw = work / "images"
+    t0 = time.perf_counter()
+    sizes = copy_photos(photos, raw)
+    if shared_camera and len(set(sizes.values())) > 1:
+        raise ProcessError(
+            f"{photos_dir}: photos of different sizes {sorted(set(sizes.values()))}; one shared camera needs one "
+            "size. Use --per-photo-camera if they come from different cameras"
+        )
+    names = [p.name for p in photos]
+    recon, seconds = run_sfm(raw, work, names, max_image_size, shared_camera, matching=matching,
+                             threads=threads, seed=seed, log=log)  # fmt: skip
+    seconds["copy"] = time.perf_counter() - t0 - sum(seconds.values())
+
+    registered = {im.name for im in recon.images.values()}
+    missing = [n for n in names if n not in registered]
+    if len(registered) < max(3, min_registered * len(names)):
+        raise ProcessError(
+            f"{photos_dir}: only {len(registered)} of {len(names)} photos registered (need {min_registered:.0%}). "
+            f"Not registered: {', '.join(missing[:20])}{' …' if len(missing) > 20 else ''}. Photos that are blurred "
+            "everywhere or see little of the rest cannot be placed: try a smaller --max-image-size (e.g. 600) for "
+            "strongly defocused photos, remove the photos named, or add photos between them"
+        )
+
+    t0 = time.perf_counter()
+    undistorted = work / "undistorted"
+    shutil.rmtree(undistorted, ignore_errors=True)
+    log("undistorting to a pinhole camera")
+    best = work / "sparse_best"
+    shutil.rmtree(best, ignore_errors=True)
+    best.mkdir()
+    recon.write_binary(best)
+    pycolmap.undistort_images(undistorted, best, raw, num_threads=threads)  # images/, sparse/ (PINHOLE)
+    recon = pycolmap.Reconstruction(undistorted / "sparse")
+    for sub in ["images", *[f"images_{f}" for f in DOWNSCALES]]:
+        shutil.rmtree(out / sub, ignore_errors=True)
+    shutil.move(str(undistorted / "images"), out / "images")
+    write_downscaled(out / "images", out)
+    final = work / "sparse" / "0"
+    shutil.rmtree(work / "sparse", ignore_errors=True)
+    final.mkdir(parents=True)
+    recon.write_binary(final)
+    for tmp in (undistorted, raw, best):
+        shutil.rmtree(tmp, ignore_errors=True)
+    seconds["undistort"] = time.perf_counter() - t0
+
+    near_far = np.array(list(depth_ranges(recon).values()) or [(0.0, 0.0)])
+    cam = next(iter(recon.cameras.values()))
+    report = ProcessReport(
+        photos=len(names),
+        registered=len(registered),
+        unregistered=missing,
+        points=int(recon.num_points3D()),
+        mean_reprojection_error_px=float(recon.compute_mean_reprojection_error()),
+        mean_track_length=float(recon.compute_mean_track_length()),
+        camera={"model": cam.model_name, "width": int(cam.width), "height": int(cam.height),
+                "params": [float(v) for v in cam.params], "cameras": int(recon.num_cameras())},  # fmt: skip
+        depth_range=(float(near_far[:, 0].min()), float(near_far[:, 1].max())),
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+        settings={"max_image_size": max_image_size, "shared_camera": shared_camera, "matching": matching,
+                  "pycolmap": pycolmap.__version__},  # fmt: skip
+    )
+    write_scene(recon, out / "images", out, report)
+    (out / "process_report.json").write_text(json.dumps(asdict(report), indent=1))
+    return report
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip("`").split(": ", 1)[-1])
+    parser.add_argument("photos", type=Path, help="folder of photos (JPEG/PNG/TIFF) of one scene")
+    parser.add_argument("out", type=Path, help="scene folder to write (ns-train cocogaussian --data OUT)")
+    parser.add_argument("--max-image-size", type=int, default=1000, help="SIFT on photos shrunk to this (px)")
+    parser.add_argument("--per-photo-camera", action="store_true", help="one camera per photo instead of one shared")
+    parser.add_argument("--matching", default="auto", choices=("auto", "exhaustive", "sequential"))
+    parser.add_argument("--min-registered", type=float, default=0.5, help="fail below this fraction registered")
+    parser.add_argument("--threads", type=int, default=-1, help="CPU threads (-1: all)")
+    args = parser.parse_args(argv)
+    try:
+        import pycolmap  # noqa: F401
+    except ImportError:
+        sys.exit("error: cocogs-process needs pycolmap: pip install pycolmap")
+    start = time.perf_counter()
+    try:
+        r = process(args.photos, args.out, args.max_image_size, not args.per_photo_camera, args.matching,
+                    args.min_registered, args.threads)  # fmt: skip
+    except ProcessError as err:
+        sys.exit(f"error: {err}")
+    print(
+        f"registered {r.registered}/{r.photos} photos, {r.points} points, mean reprojection error "
+        f"{r.mean_reprojection_error_px:.2f} px, depth {r.depth_range[0]:.3g}–{r.depth_range[1]:.3g} "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
+    if r.unregistered:
+        print(f"not registered (left out of the scene): {', '.join(r.unregistered)}")
+    print(f"wrote {args.out}: ns-train cocogaussian --data {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""``cocogs-process``: poses and points from real defocused photos (drinks), then training,
+evaluation and the export with its depth-of-field JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import console_script, make_trainer, similarity_residuals
+
+pycolmap = pytest.importorskip("pycolmap")
+
+from cocogs_nerfstudio.dataparser import load_poses_bounds  # noqa: E402
+from cocogs_nerfstudio.process import ProcessError, process  # noqa: E402
+
+SHRINK = 4  # drinks images_4 (1560×1040) → 390×260
+
+
+@pytest.fixture(scope="module")
+def drinks_photos(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = shared_data / "real_defocus_drinks" / "images_4"
+    out = tmp_path_factory.mktemp("drinks_photos")
+    for p in sorted(src.glob("*.png")):
+        with Image.open(p) as im:
+            im.reduce(SHRINK).convert("RGB").save(out / (p.stem + ".jpg"), quality=95)
+    return out
+
+
+@pytest.fixture(scope="module")
+def processed(drinks_photos: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("drinks_scene")
+    report = process(drinks_photos, out, max_image_size=400, threads=2, log=lambda *_: None)
+    return out, report
+
+
+@pytest.mark.slow
+def test_drinks_photos_register_close_to_the_shipped_poses(processed, shared_data: Path) -> None:
+    out, report = processed
+    assert report.photos == 32 and report.registered >= 28, report.unregistered
+    assert report.points > 500 and report.mean_reprojection_error_px < 1.5
+    assert report.camera["cameras"] == 1 and report.camera["model"] == "PINHOLE"
+    near, far = report.depth_range
+    assert 0 < near < far
+    transforms = json.loads((out / "transforms.json").read_text())
+    assert len(transforms["frames"]) == report.registered
+    assert all(0 < f["depth_near"] < f["depth_far"] for f in transforms["frames"])
+    for sub in ("images", "images_2", "images_4", "images_8"):
+        assert len(list((out / sub).iterdir())) == report.registered, sub
+
+    # recovered camera centres against poses_bounds.npy after a similarity alignment
+    c2w, _, _ = load_poses_bounds(shared_data / "real_defocus_drinks" / "poses_bounds.npy")
+    names = sorted(p.name for p in (shared_data / "real_defocus_drinks" / "images_4").glob("*.png"))
+    shipped = {Path(n).stem: c2w[i, :, 3] for i, n in enumerate(names)}
+    ours = {Path(f["file_path"]).stem: np.array(f["transform_matrix"])[:3, 3] for f in transforms["frames"]}
+    keys = sorted(ours)
+    residual, _ = similarity_residuals([ours[k] for k in keys], [shipped[k] for k in keys])
+    target = np.array([shipped[k] for k in keys])
+    spread = np.sqrt(((target - target.mean(0)) ** 2).sum(1).mean())
+    rms = np.sqrt((residual**2).sum(1).mean()) / spread
+    print(f"camera centres: RMS error {rms:.1%} of the camera spread after a similarity alignment")
+    assert rms < 0.15
+
+
+@pytest.mark.slow
+def test_processed_scene_trains_evaluates_and_exports(processed, tmp_path: Path) -> None:
+    out, report = processed
+    trainer = make_trainer(out, tmp_path, steps=30, name="drinks", coc_start_step=10)
+    trainer.train()
+    model = trainer.pipeline.model
+    assert model.num_points >= report.points  # every SfM point became a Gaussian (then densified)
+    config = tmp_path / "test" / "cocogaussian-small" / "drinks" / "config.yml"
+    env = {**os.environ, "TORCHDYNAMO_DISABLE": "1"}
+    res = subprocess.run([console_script("ns-eval"), "--load-config", str(config), "--output-path", str(tmp_path / "eval.json")],
+                         capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((tmp_path / "eval.json").read_text())["results"]["psnr"] > 10
+
+    export = tmp_path / "export"
+    res = subprocess.run([console_script("cocogs-export"), "--load-config", str(config), "--output-dir", str(export)],
+                         capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    header = (export / "splat.ply").read_bytes()[:400].decode("latin-1")
+    assert f"element vertex {model.num_points}" in header
+    dof = json.loads((export / "depth_of_field.json").read_text())
+    assert dof["coc_form"] == "world" and dof["ply"] == "splat.ply"
+    train_names = [p.name for p in trainer.pipeline.datamanager.train_dataset.image_filenames]
+    assert [p["image"] for p in dof["photos"]] == train_names
+    focus = [float(model.focus_distance(i)) for i in range(len(train_names))]
+    assert [p["focus_distance"] for p in dof["photos"]] == pytest.approx(focus, rel=1e-5)
+    assert all(p["aperture_K_p10_p90"][0] <= p["aperture_K_median"] <= p["aperture_K_p10_p90"][1] for p in dof["photos"])
+    scale = dof["dataparser_scale"]
+    assert dof["photos"][0]["focus_distance_input_units"] == pytest.approx(focus[0] / scale, rel=1e-5)
+
+
+def test_too_few_photos_and_unreadable_photo_are_named(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.new("RGB", (64, 48), (i * 100, 0, 0)).save(photos / f"p{i}.jpg")
+    with pytest.raises(ProcessError, match=r"photos.*2 photos.*at least 3"):
+        process(photos, tmp_path / "out")
+    (photos / "p2.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ProcessError, match=r"p2\.jpg: not a readable image"):
+        process(photos, tmp_path / "out")
+
+
+def test_photos_that_do_not_register_give_a_clear_error(tmp_path: Path) -> None:
+    photos = tmp_path / "noise"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(photos / f"n{i}.png")
+    with pytest.raises(ProcessError, match=r"(no two photos could be matched|registered)"):
+        process(photos, tmp_path / "out", log=lambda *_: None)
+
+
+def test_command_line_error_is_one_line(tmp_path: Path) -> None:
+    res = subprocess.run([console_script("cocogs-process"), str(tmp_path / "missing"), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: not a folder of photos"]
