@@ -21,7 +21,7 @@ from nerfstudio.scripts.exporter import ExportGaussianSplat
 
 def _coc_formula(form: str) -> str:
     if form == "world":
-        return "CoC diameter (world units) = K * d * |1/d - 1/d_F|; in pixels ≈ f_px * K * |1/d - 1/d_F|"
+        return "CoC diameter (world units) = K * d * |1/d - 1/d_F|; in pixels ~ f_px * K * |1/d - 1/d_F|"
     return "CoC diameter (world units) = K * |1/d - 1/d_F|"
 
 
@@ -87,7 +87,7 @@ class ExportWithDepthOfField(ExportGaussianSplat):
 
 
 def main() -> None:
-    tyro.cli(ExportWithDepthOfField)
+    tyro.cli(ExportWithDepthOfField).main()
 
 
 if __name__ == "__main__":

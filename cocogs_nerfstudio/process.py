@@ -346,11 +346,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--matching", default="auto", choices=("auto", "exhaustive", "sequential"))
     parser.add_argument("--min-registered", type=float, default=0.5, help="fail below this fraction registered")
     parser.add_argument("--threads", type=int, default=-1, help="CPU threads (-1: all)")
+    parser.add_argument("--verbose", action="store_true", help="show COLMAP's own log")
     args = parser.parse_args(argv)
     try:
-        import pycolmap  # noqa: F401
+        import pycolmap
     except ImportError:
         sys.exit("error: cocogs-process needs pycolmap: pip install pycolmap")
+    if not args.verbose:
+        pycolmap.logging.minloglevel = pycolmap.logging.ERROR
     start = time.perf_counter()
     try:
         r = process(args.photos, args.out, args.max_image_size, not args.per_photo_camera, args.matching,
