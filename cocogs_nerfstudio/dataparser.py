@@ -15,6 +15,7 @@ SfM points are transformed with the poses.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -331,7 +332,11 @@ class DeblurNerfDataParser(DataParser):
             eval_mode="interval",
             eval_interval=self.config.hold or find_hold(self.config.data) or DEFAULT_HOLD,
         )
-        return _PlyfileNerfstudio(cfg)._generate_dataparser_outputs(split)
+        outputs = _PlyfileNerfstudio(cfg)._generate_dataparser_outputs(split)
+        meta = json.loads((self.config.data / "transforms.json").read_text())
+        if "depth_range" in meta:  # written by cocogs-process: SfM depths, in the model's world units
+            outputs.metadata["depth_range"] = tuple(float(v) * outputs.dataparser_scale for v in meta["depth_range"])
+        return outputs
 
 
 class _PlyfileNerfstudio(Nerfstudio):

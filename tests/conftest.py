@@ -1,4 +1,4 @@
-"""Shared test setup: offline LPIPS weights, one thread, no torch.compile, a demo scene."""
+"""Shared test setup: offline LPIPS weights, no torch.compile, a demo scene."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 
 import torch  # noqa: E402
 
-torch.set_num_threads(int(os.environ.get("COCOGS_TEST_THREADS", "1")))
+# torch's default (one thread per core) unless COCOGS_TEST_THREADS says otherwise
+if "COCOGS_TEST_THREADS" in os.environ:
+    torch.set_num_threads(int(os.environ["COCOGS_TEST_THREADS"]))
 
 
 @pytest.fixture(scope="session")

@@ -73,6 +73,9 @@ def test_processed_scene_trains_evaluates_and_exports(processed, tmp_path: Path)
     trainer = make_trainer(out, tmp_path, steps=30, name="drinks", coc_start_step=10)
     trainer.train()
     model = trainer.pipeline.model
+    parsed = trainer.pipeline.datamanager.train_dataparser_outputs
+    scale = parsed.dataparser_scale
+    assert parsed.metadata["depth_range"] == pytest.approx([v * scale for v in report.depth_range])
     assert model.num_points >= report.points  # every SfM point became a Gaussian (then densified)
     config = tmp_path / "test" / "cocogaussian-small" / "drinks" / "config.yml"
     env = {**os.environ, "TORCHDYNAMO_DISABLE": "1"}
