@@ -33,7 +33,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
-DOWNSCALES = (2, 4, 8)  # the image folders nerfstudio picks from for large photos
+DOWNSCALES = (2, 4, 8)
+ORIENTATION_TAG = 0x0112  # EXIF orientation: 1 = upright  # the image folders nerfstudio picks from for large photos
 
 
 class ProcessError(RuntimeError):
@@ -81,12 +82,13 @@ def copy_photos(photos: Sequence[Path], folder: Path) -> Dict[str, Tuple[int, in
     sizes = {}
     for p in photos:
         with Image.open(p) as im:
-            upright = ImageOps.exif_transpose(im)
-            if upright is im:  # no rotation in the EXIF data: keep the file as it is
+            if im.getexif().get(ORIENTATION_TAG, 1) == 1:  # upright already: the file as it is, not re-encoded
                 shutil.copy2(p, folder / p.name)
+                sizes[p.name] = im.size
             else:
+                upright = ImageOps.exif_transpose(im)
                 upright.save(folder / p.name, quality=95)
-            sizes[p.name] = upright.size
+                sizes[p.name] = upright.size
     return sizes
 
 

@@ -128,3 +128,19 @@ def test_command_line_error_is_one_line(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert res.returncode != 0
     assert res.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: not a folder of photos"]
+
+
+def test_photos_are_copied_upright_and_untouched_when_already_upright(tmp_path: Path) -> None:
+    from cocogs_nerfstudio.process import ORIENTATION_TAG, copy_photos
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("RGB", (60, 40), (200, 10, 10)).save(src / "upright.jpg", quality=80)
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = 6  # the camera was held rotated: show it turned 90° clockwise
+    Image.new("RGB", (60, 40), (10, 200, 10)).save(src / "rotated.jpg", exif=exif)
+    sizes = copy_photos(sorted(src.iterdir()), tmp_path / "out")
+    assert (tmp_path / "out" / "upright.jpg").read_bytes() == (src / "upright.jpg").read_bytes()
+    assert sizes == {"rotated.jpg": (40, 60), "upright.jpg": (60, 40)}
+    with Image.open(tmp_path / "out" / "rotated.jpg") as im:
+        assert im.size == (40, 60)
