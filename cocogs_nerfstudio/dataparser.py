@@ -331,6 +331,7 @@ class DeblurNerfDataParser(DataParser):
             scene_scale=self.config.scene_scale,
             eval_mode="interval",
             eval_interval=self.config.hold or find_hold(self.config.data) or DEFAULT_HOLD,
+            downscale_factor=self.config.downscale_factor,  # images_K beside images/, as cocogs-process writes
         )
         outputs = _PlyfileNerfstudio(cfg)._generate_dataparser_outputs(split)
         meta = json.loads((self.config.data / "transforms.json").read_text())

@@ -250,8 +250,8 @@ def write_downscaled(images: Path, out: Path, factors: Sequence[int] = DOWNSCALE
         folder = out / f"images_{f}"
         folder.mkdir(exist_ok=True)
         for p in sorted(images.iterdir()):
-            with Image.open(p) as im:
-                im.reduce(f).save(folder / p.name, quality=95)
+            with Image.open(p) as im:  # floor(size / f), as nerfstudio scales the cameras
+                im.resize((im.width // f, im.height // f), Image.Resampling.BOX).save(folder / p.name, quality=95)
 
 
 def process(

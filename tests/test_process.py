@@ -73,6 +73,11 @@ def test_processed_scene_trains_evaluates_and_exports(processed, tmp_path: Path)
     trainer = make_trainer(out, tmp_path, steps=30, name="drinks", coc_start_step=10)
     trainer.train()
     model = trainer.pipeline.model
+    from cocogs_nerfstudio.dataparser import DeblurNerfDataParserConfig
+
+    small = DeblurNerfDataParserConfig(data=out, downscale_factor=4).setup().get_dataparser_outputs("train")
+    assert small.image_filenames[0].parent.name == "images_4"
+    assert int(small.cameras.width[0]) == report.camera["width"] // 4
     parsed = trainer.pipeline.datamanager.train_dataparser_outputs
     scale = parsed.dataparser_scale
     assert parsed.metadata["depth_range"] == pytest.approx([v * scale for v in report.depth_range])
