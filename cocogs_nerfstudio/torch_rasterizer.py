@@ -199,6 +199,15 @@ def _pair_grid(
     return box, x0.index_select(0, box) + local % wb, y0.index_select(0, box) + torch.div(local, wb, rounding_mode="floor")
 
 
+def _pair_offsets(means2d: Tensor, conics: Tensor, ids: Tensor, px: Tensor, py: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """(dx, dy, σ) of (Gaussian ``ids``, pixel) pairs: d = mean2d − pixel centre, σ = ½ dᵀ Σ₂D⁻¹ d."""
+    m = means2d.index_select(0, ids)
+    dx = m[:, 0] - (px.to(m.dtype) + 0.5)
+    dy = m[:, 1] - (py.to(m.dtype) + 0.5)
+    con = conics.index_select(0, ids)
+    return dx, dy, 0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) + con[:, 1] * dx * dy
+
+
 class _Runs:
     """Pairs sorted by pixel: each pixel's pairs form a run. Sums along runs by cumulative sums
     (float64), cheaper on the CPU than a scatter onto the pixels."""
@@ -253,11 +262,7 @@ class _CompositeBand(torch.autograd.Function):
         n_pixels: int,
         absgrad_buf: Optional[Tensor],
     ) -> Tuple[Tensor, Tensor]:
-        m = means2d.index_select(0, gid)
-        dx = m[:, 0] - (px.to(m.dtype) + 0.5)
-        dy = m[:, 1] - (py.to(m.dtype) + 0.5)
-        con = conics.index_select(0, gid)
-        sigma = 0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) + con[:, 1] * dx * dy
+        dx, dy, sigma = _pair_offsets(means2d, conics, gid, px, py)
         falloff = torch.exp(-sigma)
         alpha = torch.clamp(opacities.index_select(0, gid) * falloff, max=ALPHA_MAX)
         log1m = torch.log1p(-alpha.double())
@@ -318,11 +323,7 @@ def _composite_band(
 ) -> Tuple[Tensor, Tensor]:
     """Alpha-composite the (Gaussian, pixel) pairs of one band; Gaussians are in depth order."""
     with torch.no_grad():  # drop negligible pairs first: the compositing only sees the rest
-        m = means2d.index_select(0, box)
-        dx = m[:, 0] - (px.to(m.dtype) + 0.5)
-        dy = m[:, 1] - (py.to(m.dtype) + 0.5)
-        con = conics.index_select(0, box)
-        sigma = 0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) + con[:, 1] * dx * dy
+        _, _, sigma = _pair_offsets(means2d, conics, box, px, py)
         alpha = torch.clamp(opacities.index_select(0, box) * torch.exp(-sigma), max=ALPHA_MAX)
         keep = ((sigma >= 0) & (alpha >= ALPHA_MIN)).nonzero().squeeze(1)
         gid, px, py = box.index_select(0, keep), px.index_select(0, keep), py.index_select(0, keep)
