@@ -176,7 +176,8 @@ def depth_ranges(reconstruction) -> Dict[str, Tuple[float, float]]:
         if not ids:
             continue
         xyz = np.array([reconstruction.points3D[i].xyz for i in ids])
-        z = (xyz @ image.cam_from_world().rotation.matrix().T + image.cam_from_world().translation)[:, 2]
+        pose = image.cam_from_world()
+        z = (xyz @ pose.rotation.matrix().T + pose.translation)[:, 2]
         z = z[z > 0]
         if len(z):
             ranges[image.name] = (float(np.percentile(z, 2)), float(np.percentile(z, 98)))
@@ -192,12 +193,14 @@ def _c2w_opengl(image) -> np.ndarray:
     return c2w
 
 
-def write_scene(reconstruction, images: Path, out: Path, report: ProcessReport) -> None:
-    """``transforms.json`` (pinhole camera, one frame per registered photo), ``sparse_pc.ply``."""
+def write_scene(
+    reconstruction, out: Path, ranges: Dict[str, Tuple[float, float]], depth_range: Tuple[float, float]
+) -> None:
+    """``transforms.json`` (pinhole camera, one frame per registered photo; ``ranges``: each
+    photo's depth range, ``depth_range``: the scene's), ``sparse_pc.ply``."""
     from plyfile import PlyData, PlyElement
 
     cam = next(iter(reconstruction.cameras.values()))
-    ranges = depth_ranges(reconstruction)
     frames = []
     for image in sorted(reconstruction.images.values(), key=lambda im: im.name):
         c = reconstruction.cameras[image.camera_id]
@@ -218,7 +221,7 @@ def write_scene(reconstruction, images: Path, out: Path, report: ProcessReport) 
         camera_model="OPENCV",
         frames=frames,
         ply_file_path="sparse_pc.ply",
-        depth_range=list(report.depth_range),
+        depth_range=list(depth_range),
         generator="cocogs-process",
     )
     (out / "transforms.json").write_text(json.dumps(transforms, indent=1))
@@ -318,7 +321,8 @@ def process(
         shutil.rmtree(tmp, ignore_errors=True)
     seconds["undistort"] = time.perf_counter() - t0
 
-    near_far = np.array(list(depth_ranges(recon).values()) or [(0.0, 0.0)])
+    ranges = depth_ranges(recon)
+    near_far = np.array(list(ranges.values()) or [(0.0, 0.0)])
     cam = next(iter(recon.cameras.values()))
     report = ProcessReport(
         photos=len(names),
@@ -334,7 +338,7 @@ def process(
         settings={"max_image_size": max_image_size, "shared_camera": shared_camera, "matching": matching,
                   "pycolmap": pycolmap.__version__},  # fmt: skip
     )
-    write_scene(recon, out / "images", out, report)
+    write_scene(recon, out, ranges, report.depth_range)
     (out / "process_report.json").write_text(json.dumps(asdict(report), indent=1))
     return report
 
