@@ -183,8 +183,62 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path, seed: int, im
         if truth is not None:
             result["true_focus"] = truth
     result.update(views_and_speed(variant, pipeline, args, image_dir, measure_speed=True))
-    result["step_breakdown"] = step_breakdown(trainer)  # last: its steps change the model
+    result["step_breakdown"] = step_breakdown(trainer)  # its steps change the model
+    if args.profile:
+        profile(trainer, args, image_dir / f"profile_{variant}-seed{seed}.txt")
     return result
+
+
+def profile(trainer, args: argparse.Namespace, path: Path, steps: int = 5, frames: int = 3) -> None:
+    """torch.profiler tables of ``steps`` training steps and (CoC variants) ``frames`` defocus
+    previews at --preview-width: the operators by self device time and by CPU time, and the device's
+    busy share of the wall time (low: the step waits on Python and kernel launches, not the GPU)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    pipeline, model = trainer.pipeline, trainer.pipeline.model
+    device = model.device
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+
+    def train_steps() -> None:
+        pipeline.train()
+        for _ in range(steps):
+            trainer.optimizers.zero_grad_all()
+            _, losses, _ = pipeline.get_train_loss_dict(step=model.step)
+            sum(losses.values()).backward()
+            trainer.optimizers.optimizer_step_all()
+        pipeline.eval()
+
+    jobs = [("training step", train_steps, steps)]
+    if model.config.coc_enabled:
+        camera = pipeline.datamanager.eval_dataset.cameras[0:1].to(device)
+        camera.rescale_output_resolution(args.preview_width / float(camera.width))
+        focus = float(model.focus_distance().detach().median())
+
+        def previews() -> None:
+            for _ in range(frames):
+                model.render_defocused(camera, focus, 1.0)
+
+        jobs.append((f"defocus preview {int(camera.width)}×{int(camera.height)}", previews, frames))
+    lines = []
+    for name, job, count in jobs:
+        job()  # warm-up
+        _sync(device)
+        start = time.perf_counter()
+        with torch_profile(activities=activities) as prof:
+            job()
+            _sync(device)
+        wall = (time.perf_counter() - start) / count
+        table = prof.key_averages()
+        kernels = [e for e in table if e.device_type == DeviceType.CUDA]
+        busy = sum(e.self_device_time_total for e in kernels) / count / 1e6
+        lines += [f"=== {name}: {wall * 1e3:.1f} ms wall each (profiled), device busy {busy * 1e3:.1f} ms",
+                  table.table(sort_by=sort, row_limit=25, max_name_column_width=60),
+                  table.table(sort_by="cpu_time_total", row_limit=15, max_name_column_width=60)]  # fmt: skip
+    path.write_text("\n".join(lines))
+    print("\n".join(line.splitlines()[0] for line in lines[::3]), flush=True)
 
 
 BREAKDOWN = ("h_theta", "rasterization", "blend_cnn", "rest of forward", "backward", "optimizer", "densification statistics")
@@ -213,8 +267,9 @@ def step_breakdown(trainer, steps: int = 5) -> Dict[str, float]:
 
         return run
 
-    rasterize = cocogaussian.rasterize
+    rasterize, rasterize_sets = cocogaussian.rasterize, cocogaussian.rasterize_sets
     cocogaussian.rasterize = timed("rasterization", rasterize)
+    cocogaussian.rasterize_sets = timed("rasterization", rasterize_sets)
     if model.config.coc_enabled:
         model.coc_mlp.forward = timed("h_theta", model.coc_mlp.forward)
         model.blend_cnn.forward = timed("blend_cnn", model.blend_cnn.forward)
@@ -228,7 +283,7 @@ def step_breakdown(trainer, steps: int = 5) -> Dict[str, float]:
             timed("densification statistics", lambda: model.strategy._update_state(
                 model.gauss_params, model.strategy_state, model.combined_info(), packed=False))()  # fmt: skip
     finally:
-        cocogaussian.rasterize = rasterize
+        cocogaussian.rasterize, cocogaussian.rasterize_sets = rasterize, rasterize_sets
         for module in (getattr(model, "coc_mlp", None), getattr(model, "blend_cnn", None)):
             if module is not None:
                 del module.forward  # back to the class's method
@@ -452,6 +507,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--figures-only", action="store_true", help="redraw images from the runs in --out")
     parser.add_argument("--preview-width", type=int, default=1920, help="gpu mode: width of the speed targets")
+    parser.add_argument("--profile", action="store_true", help="torch.profiler tables: DIR/profile_VARIANT-seedN.txt")
     parser.add_argument("--allow-cpu", action="store_true", help="run --size gpu on the CPU (tests of its code)")
     args = parser.parse_args(argv)
     args.scene = args.scene.resolve()

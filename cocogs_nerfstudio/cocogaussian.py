@@ -33,6 +33,7 @@ from cocogs_nerfstudio.lpips_offline import LPIPSUnavailable, make_lpips
 from cocogs_nerfstudio.rasterize import (
     intrinsics_matrices,
     rasterize,
+    rasterize_sets,
     scale_intrinsics,
     viewmats_from_camera_to_worlds,
 )
@@ -76,6 +77,9 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     """Render the M CoC sets at this fraction of the image size and upsample them (bilinear) before
     the blend; the base render stays at full size. They are blurred by construction, and the CNN
     picks the base render where the photo is sharp. 1: the paper (M+1 full-size renders)."""
+    batch_coc_sets: bool = True
+    """On CUDA, render the M CoC sets in one gsplat call (the sets as a batch of M cameras) instead
+    of M calls: the same images and gradients with fewer kernel launches (see README)."""
     densify_grad_combine: Literal["sum", "mean"] = "sum"
     """How the screen-space gradients of the M+1 renders of a base Gaussian are combined for
     densification: 'sum' (default, measured: 'mean' under-densifies) or 'mean' (official code)."""
@@ -414,18 +418,17 @@ class CoCoGaussianModel(SplatfactoModel):
             # the CoC sets are blurred by construction: optionally rendered smaller, then upsampled
             W_c, H_c = max(1, round(W * self.config.coc_render_scale)), max(1, round(H * self.config.coc_render_scale))
             K_c = scale_intrinsics(K, W_c / W, H_c / H)
-            images = []
-            for m in range(self.config.num_coc_sets):
-                rgb_m, _, _, info_m = self._render(
-                    sets[0][m], sets[2][m], sets[1][m], opacities, colors, viewmat, K_c, W_c, H_c, sh_degree, "RGB", background
-                )
-                if (W_c, H_c) != (W, H):  # bilinear, pixel centres aligned (as K_c scales them)
-                    rgb_m = F.interpolate(rgb_m.permute(2, 0, 1)[None], size=(H, W), mode="bilinear", align_corners=False)
-                    rgb_m = rgb_m[0].permute(1, 2, 0)
-                images.append(rgb_m)
-                infos.append(info_m)
-            images.append(rgb)  # I_{M+1}: the base render
-            blurred, weights = self.blend_cnn(torch.stack(images, 0))
+            renders, alphas, set_infos = rasterize_sets(
+                sets[0], sets[2], sets[1], opacities, colors, viewmat, K_c, W_c, H_c, sh_degree=sh_degree,
+                absgrad=self.strategy.absgrad, rasterize_mode=self.config.rasterize_mode, batch=self.config.batch_coc_sets,
+            )  # fmt: skip
+            images = torch.clamp(renders + (1 - alphas) * background, 0.0, 1.0)  # [M, H_c, W_c, 3]
+            if (W_c, H_c) != (W, H):  # bilinear, pixel centres aligned (as K_c scales them)
+                images = F.interpolate(images.permute(0, 3, 1, 2), size=(H, W), mode="bilinear", align_corners=False)
+                images = images.permute(0, 2, 3, 1)
+            infos.extend(set_infos)
+            images = torch.cat([images, rgb[None]])  # I_{M+1}: the base render
+            blurred, weights = self.blend_cnn(images)
             # [H, W, C] outputs only (the viewer offers each as a choice): the blend, the sharp
             # render, and the blend weight of the sharp render (1 = the CNN sees this pixel in focus)
             outputs.update(rgb=blurred, rgb_sharp=rgb, in_focus_weight=weights[-1])

@@ -19,15 +19,18 @@ from torch import Tensor
 def merge_render_infos(infos: Sequence[Dict[str, Any]], combine: Literal["sum", "mean"] = "sum") -> Dict[str, Any]:
     """One info dict for the strategy from the renders of one step (base render first).
 
-    The screen-space gradients (``means2d.grad``, and ``.absgrad`` where the rasterizer provides
-    it) of the renders are summed, or averaged (the official code), per base Gaussian; a Gaussian
-    counts as visible where any render saw it (``radii`` is the largest of its radii). Renders of
-    another size than the base render (``coc_render_scale``) are converted to its pixels first: a
-    gradient per pixel of a render s times the size is s times a gradient per base pixel.
+    An info holds one render, or several of one batch (``means2d`` [R, N, 2], ``radii`` [R, N]:
+    the CoC sets rendered together). The screen-space gradients (``means2d.grad``, and
+    ``.absgrad`` where the rasterizer provides it) of all renders are summed, or averaged (the
+    official code), per base Gaussian; a Gaussian counts as visible where any render saw it
+    (``radii`` is the largest of its radii). Renders of another size than the base render
+    (``coc_render_scale``) are converted to its pixels first: a gradient per pixel of a render s
+    times the size is s times a gradient per base pixel.
     """
-    if len(infos) == 1:
+    if len(infos) == 1 and infos[0]["radii"].shape[0] == 1:
         return infos[0]
     base = infos[0]
+    count = sum(info["radii"].shape[0] for info in infos)
 
     def in_base_pixels(info: Dict[str, Any], grad: Tensor) -> Tensor:
         sx, sy = info["width"] / base["width"], info["height"] / base["height"]
@@ -38,17 +41,18 @@ def merge_render_infos(infos: Sequence[Dict[str, Any]], combine: Literal["sum", 
         parts = [in_base_pixels(info, part) for info, part in parts if part is not None]
         if not parts:
             return None
-        summed = torch.stack(parts, 0).sum(0)
-        return summed / len(infos) if combine == "mean" else summed
+        summed = torch.cat(parts, 0).sum(0, keepdim=True)
+        return summed / count if combine == "mean" else summed
 
     def radii(info: Dict[str, Any]) -> Tensor:
         scale = min(info["width"] / base["width"], info["height"] / base["height"])
         return info["radii"] if scale == 1.0 else torch.ceil(info["radii"] / scale).to(info["radii"].dtype)
 
-    proxy = torch.zeros_like(base["means2d"].detach())
+    proxy = torch.zeros_like(base["means2d"][:1].detach())
     proxy.grad = total("grad")
     proxy.absgrad = total("absgrad")  # type: ignore[attr-defined]
-    return {**base, "means2d": proxy, "radii": torch.stack([radii(info) for info in infos], 0).amax(0)}
+    merged_radii = torch.cat([radii(info) for info in infos], 0).amax(0, keepdim=True)
+    return {**base, "means2d": proxy, "radii": merged_radii, "n_cameras": 1}
 
 
 @dataclass

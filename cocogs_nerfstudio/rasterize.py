@@ -9,8 +9,9 @@ backward), ``radii`` [C, N], ``width``, ``height``, ``n_cameras``.
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Any, Dict, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -78,6 +79,106 @@ def rasterize(
         backgrounds=backgrounds, render_mode=render_mode, rasterize_mode=rasterize_mode,
         absgrad=absgrad,
     )  # fmt: skip
+
+
+def rasterize_sets(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    eps2d: float = 0.3,
+    sh_degree: Optional[int] = None,
+    rasterize_mode: Literal["classic", "antialiased"] = "classic",
+    absgrad: bool = False,
+    backend: Backend = "auto",
+    batch: bool = True,
+) -> Tuple[Tensor, Tensor, List[Dict[str, Any]]]:
+    """S sets of the same N Gaussians (the CoC sets, Eqs. 10-12: moved, rescaled and rotated per
+    set; opacities and colours shared) rendered RGB by one camera.
+
+    Args:
+        means [S, N, 3], quats [S, N, 4], scales [S, N, 3] (activated), opacities [N] (activated),
+        colors [N, D] or SH [N, K, 3] with ``sh_degree``, viewmats [1, 4, 4], Ks [1, 3, 3].
+    Returns:
+        renders [S, H, W, D], alphas [S, H, W, 1] and the renders' info dicts for the strategy
+        (:func:`~cocogs_nerfstudio.densification.merge_render_infos` merges either form): on gsplat
+        one info of the S sets, rendered in one batch as if by S cameras (one projection, one tile
+        sort, one rasterization: a step launches a fifth of the kernels); on the torch backend one
+        info per set, rendered one by one (also on gsplat with ``batch=False``). Same images,
+        gradients and merged statistics.
+    """
+    if means.shape[0] == 0:  # M = 0: no CoC sets
+        channels = 3 if sh_degree is not None else colors.shape[-1]
+        return means.new_zeros(0, height, width, channels), means.new_zeros(0, height, width, 1), []
+    if batch and select_backend(means.device, backend) == "gsplat":
+        return _rasterize_sets_gsplat(
+            means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane, eps2d,
+            sh_degree, rasterize_mode, absgrad,
+        )  # fmt: skip
+    renders, alphas, infos = [], [], []
+    for m in range(means.shape[0]):
+        render, alpha, info = rasterize(
+            means[m], quats[m], scales[m], opacities, colors, viewmats, Ks, width, height,
+            near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=sh_degree,
+            rasterize_mode=rasterize_mode, absgrad=absgrad, backend=backend,
+        )  # fmt: skip
+        renders.append(render)
+        alphas.append(alpha)
+        infos.append(info)
+    return torch.cat(renders), torch.cat(alphas), infos
+
+
+def _rasterize_sets_gsplat(
+    means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane, eps2d,
+    sh_degree, rasterize_mode, absgrad, tile_size: int = 16,
+) -> Tuple[Tensor, Tensor, List[Dict[str, Any]]]:  # fmt: skip
+    """:func:`rasterize_sets` with gsplat's kernels: the S·N Gaussians projected by the one camera
+    in one call, then the S sets taken as S cameras of N Gaussians for the tile sort and the
+    rasterization (what gsplat's ``rasterization`` does for C cameras of shared Gaussians)."""
+    from gsplat.cuda._wrapper import (
+        fully_fused_projection,
+        isect_offset_encode,
+        isect_tiles,
+        rasterize_to_pixels,
+        spherical_harmonics,
+    )
+
+    S, N = means.shape[:2]
+    radii, means2d, depths, conics, compensations = fully_fused_projection(
+        means.reshape(S * N, 3), None, quats.reshape(S * N, 4), scales.reshape(S * N, 3), viewmats, Ks,
+        width, height, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane, packed=False,
+        calc_compensations=rasterize_mode == "antialiased",
+    )  # fmt: skip
+    radii, means2d = radii.reshape(S, N), means2d.reshape(S, N, 2)
+    depths, conics = depths.reshape(S, N), conics.reshape(S, N, 3)
+    opacities = opacities.repeat(S, 1)
+    if compensations is not None:
+        opacities = opacities * compensations.reshape(S, N)
+    if sh_degree is None:
+        rgb = colors.expand(S, -1, -1)
+    else:  # view directions from the camera centre (-Rᵀt), as gsplat takes it from inverse(viewmat)
+        rot, trans = viewmats[0, :3, :3], viewmats[0, :3, 3]
+        centre = -(rot.T @ trans)
+        rgb = spherical_harmonics(sh_degree, means - centre, colors.expand(S, -1, -1, -1), masks=radii > 0)
+        rgb = torch.clamp_min(rgb + 0.5, 0.0)
+    tile_width, tile_height = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    _, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, tile_size, tile_width, tile_height, n_cameras=S)
+    isect_offsets = isect_offset_encode(isect_ids, S, tile_width, tile_height)
+    renders, alphas = rasterize_to_pixels(
+        means2d, conics, rgb, opacities, width, height, tile_size, isect_offsets, flatten_ids, absgrad=absgrad
+    )
+    info = {
+        "means2d": means2d, "radii": radii, "depths": depths, "conics": conics, "opacities": opacities,
+        "width": width, "height": height, "n_cameras": S, "tile_size": tile_size, "backend": "gsplat",
+    }  # fmt: skip
+    return renders, alphas, [info]
 
 
 def viewmats_from_camera_to_worlds(camera_to_worlds: Tensor) -> Tensor:

@@ -26,6 +26,25 @@ def test_merged_infos_by_hand() -> None:
     assert mean["means2d"].grad.tolist() == [[[0.75, -0.5], [1.0, 0.0]]]
 
 
+def test_a_batch_of_renders_merges_like_the_renders_one_by_one() -> None:
+    """The CoC sets rendered in one batch (gsplat: one info, ``means2d`` [R, N, 2]) count as R renders."""
+    base = _info([[1.0, 0.0], [0.0, 0.0]], [3, 0])
+    sets = [_info([[0.5, -1.0], [2.0, 0.0]], [0, 4]), _info([[0.0, 3.0], [-1.0, 1.0]], [5, 1])]
+    batch = _info([[0.0, 0.0]] * 2, [0, 0])
+    batch["means2d"] = torch.zeros(2, 2, 2, requires_grad=True)
+    batch["means2d"].grad = torch.cat([info["means2d"].grad for info in sets])
+    batch["means2d"].absgrad = torch.cat([info["means2d"].absgrad for info in sets])
+    batch["radii"], batch["n_cameras"] = torch.cat([info["radii"] for info in sets]), 2
+    for combine in ("sum", "mean"):
+        one_by_one, batched = merge_render_infos([base, *sets], combine), merge_render_infos([base, batch], combine)
+        for attr in ("grad", "absgrad"):
+            assert torch.equal(getattr(batched["means2d"], attr), getattr(one_by_one["means2d"], attr)), (combine, attr)
+        assert batched["radii"].tolist() == one_by_one["radii"].tolist() == [[5, 4]]
+        assert batched["n_cameras"] == 1 and batched["means2d"].shape == (1, 2, 2)
+    by_hand = torch.tensor([[[1.5, 2.0], [1.0, 1.0]]]) / 3  # the three renders' sums, averaged
+    assert torch.allclose(merge_render_infos([base, batch], "mean")["means2d"].grad, by_hand)
+
+
 def _params(n: int = 3) -> dict:
     scales = torch.full((n, 3), -3.0)
     scales[0] = 0.0  # Gaussian 0: scale e^0 = 1, far over the 0.5 threshold
