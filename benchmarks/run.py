@@ -358,6 +358,12 @@ def views_and_speed(variant: str, pipeline, args: argparse.Namespace, out: Path,
         result["fps_sharp_wide"] = round(render_fps(model, camera, model.get_outputs_for_camera, repeats), 2)
         if variant == "cocogaussian":
             result["fps_defocus_preview_wide"] = round(render_fps(model, camera, preview, repeats), 2)
+            chosen = model.config.preview_blend_scale  # the other blend scale, for comparison
+            model.config.preview_blend_scale = "render" if chosen == "training" else "training"
+            result[f"fps_defocus_preview_wide_{model.config.preview_blend_scale}_scale"] = round(
+                render_fps(model, camera, preview, repeats), 2
+            )
+            model.config.preview_blend_scale = chosen
         result["wide_size"] = [int(camera.width), int(camera.height)]
     return result
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -48,10 +49,18 @@ class BlendCNN(nn.Module):
             logits = logits + self.offsets[:, None, None, None]
         return torch.softmax(logits, dim=0).permute(0, 2, 3, 1)
 
-    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor, cnn_size: Optional[Tuple[int, int]] = None) -> Tuple[Tensor, Tensor]:
         """``I_blur = Σ_m W_m I_m`` (Eq. 13); the CNN sees the renders detached.
 
-        Returns the blended image [H, W, 3] and the weights [M+1, H, W, 1].
+        ``cnn_size`` (height, width): the CNN sees the renders shrunk to this size (area average)
+        and its weights are upsampled (bilinear) to blend the renders at their own size; None: the
+        CNN at the renders' size. Returns the blended image [H, W, 3] and the weights [M+1, H, W, 1].
         """
-        w = self.weights(images.detach())
+        detached = images.detach()
+        if cnn_size is None or tuple(cnn_size) == tuple(images.shape[1:3]):
+            w = self.weights(detached)
+        else:
+            small = F.interpolate(detached.permute(0, 3, 1, 2), size=tuple(cnn_size), mode="area")
+            w = self.weights(small.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            w = F.interpolate(w, size=tuple(images.shape[1:3]), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
         return (w * images).sum(dim=0), w

@@ -97,6 +97,12 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     blend_sharp_weight: float = 0.0
     """Not in the paper: start the blend with this weight on the sharp (base) render through a
     learnable per-render logit offset, so that the model starts as plain 3DGS. 0: off (paper)."""
+    preview_blend_scale: Literal["training", "render"] = "training"
+    """Defocus previews (viewer, refocus) larger than the training photos: 'training' (default)
+    runs the blend CNN on the M+1 renders shrunk to the training photos' pixel scale (focal
+    length in pixels) and blends the full-size renders with its weights, upsampled; the CNN sees
+    blur of the size it learned from, and a 1920-px preview costs the CNN what a training image
+    does. 'render': the CNN at the render's own size. Training renders: always their own size."""
     ssim_lambda: float = 0.3
     """λ of Eq. 14 (paper: 0.3; official code: 0.25)."""
 
@@ -172,6 +178,7 @@ class CoCoGaussianModel(SplatfactoModel):
         self._infos: List[Dict] = []
         self._train_image_sizes: Dict[int, Tuple[int, int]] = {}
         self.defocus_preview: Optional[Tuple[float, float]] = None
+        self.training_focal: Optional[float] = None  # focal length (px) of the training photos
         self.register_buffer("trained_steps", torch.zeros((), dtype=torch.long))
 
         if cfg.coc_enabled:
@@ -366,6 +373,21 @@ class CoCoGaussianModel(SplatfactoModel):
                 self._train_image_sizes[int(index)] = size
         return size
 
+    def set_training_focal(self, focal: float) -> None:
+        """The training photos' focal length in pixels (their median), for ``preview_blend_scale``."""
+        self.training_focal = float(focal)
+
+    def _preview_blend_size(self, K: Tensor, W: int, H: int) -> Optional[Tuple[int, int]]:
+        """(height, width) at which the blend CNN sees a preview of W×H with intrinsics K: the
+        training photos' pixel scale where the preview is larger (``preview_blend_scale``), else
+        None (its own size). Reads the focal length back from the device (previews only)."""
+        if self.config.preview_blend_scale != "training" or self.training_focal is None:
+            return None
+        scale = self.training_focal / float(K[0, 0, 0])
+        if scale > 0.95:  # within 5% of the training scale, or smaller: as rendered
+            return None
+        return max(1, round(H * scale)), max(1, round(W * scale))
+
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[Tensor, List]]:
         """Sharp render of the base Gaussians; in training, with CoC on, the blended defocus render."""
         if not isinstance(camera, Cameras):
@@ -428,7 +450,7 @@ class CoCoGaussianModel(SplatfactoModel):
                 images = images.permute(0, 2, 3, 1)
             infos.extend(set_infos)
             images = torch.cat([images, rgb[None]])  # I_{M+1}: the base render
-            blurred, weights = self.blend_cnn(images)
+            blurred, weights = self.blend_cnn(images, None if self.training else self._preview_blend_size(K, W, H))
             # [H, W, C] outputs only (the viewer offers each as a choice): the blend, the sharp
             # render, and the blend weight of the sharp render (1 = the CNN sees this pixel in focus)
             outputs.update(rgb=blurred, rgb_sharp=rgb, in_focus_weight=weights[-1])

@@ -28,9 +28,14 @@ class CoCoGaussianPipeline(VanillaPipeline):
         self._focus_from_gaussians = False
         if getattr(self.model, "initialize_focus", None) is None or not self.model.config.coc_enabled:
             return
+        self._initialize_focus()
+        # after the photos are loaded (undistortion may change the intrinsics)
+        self.model.set_training_focal(float(self.datamanager.train_dataset.cameras.fx.median()))  # type: ignore[union-attr]
+
+    def _initialize_focus(self) -> None:
+        cameras = self.datamanager.train_dataset.cameras  # type: ignore[union-attr]
         outputs = getattr(self.datamanager, "train_dataparser_outputs", None)
         points = None if outputs is None else outputs.metadata.get("points3D_xyz")
-        cameras = self.datamanager.train_dataset.cameras  # type: ignore[union-attr]
         if points is None or len(points) == 0:
             self._focus_from_gaussians = True
             self.model.initialize_focus(cameras.camera_to_worlds, self.model.means.detach())

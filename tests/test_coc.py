@@ -117,6 +117,26 @@ def test_blend_weights_sum_to_one_and_blend_is_convex() -> None:
     assert torch.allclose(images.grad, w.detach().expand(-1, -1, -1, 3))
 
 
+def test_blend_at_a_smaller_size_uses_the_weights_of_the_shrunk_renders() -> None:
+    """``cnn_size``: the CNN sees the renders shrunk (2×2 area means here) and its weights, upsampled,
+    blend the renders at full size; at the renders' own size it is the plain blend."""
+    torch.manual_seed(0)
+    cnn = BlendCNN(width=8)
+    images = torch.rand(5, 8, 12, 3)
+    plain_blend, plain_w = cnn(images)
+    same_blend, _ = cnn(images, (8, 12))
+    assert torch.equal(same_blend, plain_blend)
+    blended, w = cnn(images, (4, 6))
+    assert w.shape == (5, 8, 12, 1) and torch.allclose(w.sum(0), torch.ones(8, 12, 1), atol=1e-6)
+    small_w = cnn.weights(images.reshape(5, 4, 2, 6, 2, 3).mean(dim=(2, 4)))  # the shrunk renders, by hand
+    # bilinear ×2 (pixel centres aligned): an interior full-size pixel (2i+1, 2j+1) is ¾·¼ of its
+    # small pixel (i, j) and its neighbours (i+1, j), (i, j+1), (i+1, j+1)
+    i, j = 1, 2
+    by_hand = (9 * small_w[:, i, j] + 3 * small_w[:, i + 1, j] + 3 * small_w[:, i, j + 1] + small_w[:, i + 1, j + 1]) / 16
+    assert torch.allclose(w[:, 2 * i + 1, 2 * j + 1], by_hand, atol=1e-6)
+    assert torch.allclose(blended, (w * images).sum(0)) and not torch.allclose(w, plain_w)
+
+
 def test_blend_sharp_weight_starts_on_the_sharp_render_and_learns() -> None:
     cnn = BlendCNN(width=8, num_renders=5, sharp_weight=0.8)
     torch.nn.init.zeros_(cnn.net[-1].weight)  # a uniform CNN output: the offsets alone decide

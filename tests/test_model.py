@@ -181,6 +181,35 @@ def test_metrics_are_of_the_sharp_render_even_with_the_preview_on(coc_trainer) -
     assert torch.equal(images["img"][:, -outputs["rgb"].shape[1]:], outputs["rgb_sharp"])
 
 
+def test_a_large_preview_blends_at_the_training_scale(coc_trainer) -> None:
+    """A defocus preview 2× the training photos' size: the blend CNN sees the renders at the
+    training photos' pixel scale (``preview_blend_scale='training'``), or at 2× with 'render';
+    at the training size both are the same render."""
+    model = coc_trainer.pipeline.model
+    model.eval()
+    camera, _ = coc_trainer.pipeline.datamanager.next_eval_image(0)
+    assert model.training_focal == pytest.approx(float(camera.fx))  # the demo's photos share one camera
+    seen = []
+    weights = model.blend_cnn.weights
+    model.blend_cnn.weights = lambda images: seen.append(tuple(images.shape[1:3])) or weights(images)
+    focus = float(model.focus_distance(0))
+    try:
+        at_size = model.render_defocused(camera, focus, 2.0)["rgb"]
+        H, W = at_size.shape[:2]
+        big = camera[0:1]  # indexing makes a new Cameras (rescaling works in place)
+        big.rescale_output_resolution(2.0)
+        for scale in ("render", "training"):
+            model.config.preview_blend_scale = scale
+            out = model.render_defocused(big, focus, 2.0)
+            assert out["rgb"].shape[:2] == (2 * H, 2 * W) and out["in_focus_weight"].shape[:2] == (2 * H, 2 * W)
+        model.config.preview_blend_scale = "render"
+        assert torch.equal(model.render_defocused(camera, focus, 2.0)["rgb"], at_size)
+    finally:
+        model.config.preview_blend_scale = "training"
+        del model.blend_cnn.weights
+    assert seen == [(H, W), (2 * H, 2 * W), (H, W), (H, W)]
+
+
 def test_h_theta_sees_a_detached_camera(coc_trainer) -> None:
     """The official code detaches every input of h_θ: with the camera optimizer on, poses must not
     get gradients through the 2^9-frequency encoding of the camera centre."""
