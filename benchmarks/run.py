@@ -340,7 +340,7 @@ def views_and_speed(variant: str, pipeline, args: argparse.Namespace, out: Path,
         twin = args.scene / "sharp_train" / dm.train_dataset.image_filenames[0].name
         if twin.exists():
             Image.open(twin).convert("RGB").resize(photo.shape[1::-1]).save(out / "sharp_train0.png")
-    repeats = 20 if model.device.type == "cuda" else 3
+    repeats = 100 if model.device.type == "cuda" else 3  # a GPU frame is ~ms: 20 were noise
     if measure_speed:
         result["fps_sharp"] = round(render_fps(model, camera, model.get_outputs_for_camera, repeats), 2)
     if variant == "cocogaussian":
