@@ -99,19 +99,21 @@ def _progress(stage: str):
                     TimeElapsedColumn(), transient=False)  # fmt: skip
 
 
-def run_sfm(
+def extract_and_match(
     images: Path,
     work: Path,
     names: Sequence[str],
     max_image_size: int = 1000,
     shared_camera: bool = True,
     camera_model: str = "SIMPLE_RADIAL",
+    camera_params: str = "",
     matching: str = "auto",
     threads: int = -1,
-    seed: int = 0,
     log=print,
-) -> Tuple[object, Dict[str, float]]:
-    """Features, matches and incremental mapping; the largest reconstruction and stage times."""
+) -> Tuple[Path, Dict[str, float]]:
+    """SIFT features of ``names`` in ``images`` and their matches, in ``work/database.db`` (made
+    anew); ``camera_params`` (COLMAP's comma-separated list) fixes known intrinsics. Returns the
+    database and the stage times."""
     import pycolmap
 
     work.mkdir(parents=True, exist_ok=True)
@@ -125,6 +127,7 @@ def run_sfm(
     extraction.num_threads = threads
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = camera_model
+    reader.camera_params = camera_params
     mode = pycolmap.CameraMode.SINGLE if shared_camera else pycolmap.CameraMode.PER_IMAGE
     log(f"features: SIFT on {len(names)} photos at ≤ {max_image_size} px ({'one shared' if shared_camera else 'one per photo'} {camera_model} camera)")
     pycolmap.extract_features(database, images, image_names=list(names), camera_mode=mode,
@@ -144,7 +147,27 @@ def run_sfm(
     else:
         raise ProcessError(f"--matching {matching!r}: expected auto, exhaustive or sequential")
     seconds["matching"] = time.perf_counter() - t0
+    return database, seconds
 
+
+def run_sfm(
+    images: Path,
+    work: Path,
+    names: Sequence[str],
+    max_image_size: int = 1000,
+    shared_camera: bool = True,
+    camera_model: str = "SIMPLE_RADIAL",
+    matching: str = "auto",
+    threads: int = -1,
+    seed: int = 0,
+    log=print,
+) -> Tuple[object, Dict[str, float]]:
+    """Features, matches and incremental mapping; the largest reconstruction and stage times."""
+    import pycolmap
+
+    database, seconds = extract_and_match(
+        images, work, names, max_image_size, shared_camera, camera_model, matching=matching, threads=threads, log=log
+    )
     t0 = time.perf_counter()
     mapping = pycolmap.IncrementalPipelineOptions()
     mapping.num_threads = threads
@@ -166,6 +189,37 @@ def run_sfm(
         )
     best = max(models.values(), key=lambda m: m.num_reg_images())
     return best, seconds
+
+
+def triangulate_with_poses(images: Path, work: Path, known, names: Sequence[str], max_image_size: int = 1000, log=print):
+    """Points triangulated from the photos ``names`` in ``images`` with the poses and intrinsics of
+    the COLMAP reconstruction ``known`` (one shared camera): SIFT features and exhaustive matches
+    of those photos only, then COLMAP's triangulation with every pose held fixed. Returns the new
+    reconstruction (``names`` registered, their points)."""
+    import pycolmap
+
+    by_name = {image.name: image for image in known.images.values()}
+    missing = [name for name in names if name not in by_name]
+    if missing:
+        raise ProcessError(f"{', '.join(missing[:5])}: no pose in the known reconstruction")
+    if len(known.cameras) != 1:
+        raise ProcessError(f"known poses: expected one shared camera, found {len(known.cameras)}")
+    camera = next(iter(known.cameras.values()))
+    params = ",".join(repr(float(v)) for v in camera.params)
+    database, _ = extract_and_match(
+        images, work, names, max_image_size, True, camera.model.name, params, matching="exhaustive", log=log
+    )
+    with pycolmap.Database.open(database) as db:
+        ids = {image.name: image.image_id for image in db.read_all_images()}
+        db_camera = db.read_all_cameras()[0]
+    posed = pycolmap.Reconstruction()
+    camera.camera_id = db_camera.camera_id
+    posed.add_camera_with_trivial_rig(camera)
+    for name in names:
+        image = pycolmap.Image(name=name, camera_id=camera.camera_id, image_id=ids[name])
+        posed.add_image_with_trivial_frame(image, by_name[name].cam_from_world())
+    log(f"triangulating with {len(names)} known poses")
+    return pycolmap.triangulate_points(posed, database, images, work / "triangulated")
 
 
 def depth_ranges(reconstruction) -> Dict[str, Tuple[float, float]]:
@@ -198,8 +252,6 @@ def write_scene(
 ) -> None:
     """``transforms.json`` (pinhole camera, one frame per registered photo; ``ranges``: each
     photo's depth range, ``depth_range``: the scene's), ``sparse_pc.ply``."""
-    from plyfile import PlyData, PlyElement
-
     cam = next(iter(reconstruction.cameras.values()))
     frames = []
     for image in sorted(reconstruction.images.values(), key=lambda im: im.name):
@@ -226,6 +278,13 @@ def write_scene(
     )
     (out / "transforms.json").write_text(json.dumps(transforms, indent=1))
 
+    write_points_ply(reconstruction, out / "sparse_pc.ply")
+
+
+def write_points_ply(reconstruction, path: Path) -> None:
+    """Every point of a COLMAP reconstruction, with its colour, as a PLY (x, y, z, red, green, blue)."""
+    from plyfile import PlyData, PlyElement
+
     pts = list(reconstruction.points3D.values())
     vertex = np.empty(len(pts), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
     if pts:
@@ -235,7 +294,7 @@ def write_scene(
             vertex[name] = xyz[:, k]
         for k, name in enumerate(("red", "green", "blue")):
             vertex[name] = rgb[:, k]
-    PlyData([PlyElement.describe(vertex, "vertex")]).write(str(out / "sparse_pc.ply"))
+    PlyData([PlyElement.describe(vertex, "vertex")]).write(str(path))
 
 
 def _intrinsics(camera) -> Dict[str, float]:
