@@ -29,6 +29,7 @@ from cocogs_nerfstudio.coc import coc_diameter, coc_means, coc_quats, coc_scales
 from cocogs_nerfstudio.coc_mlp import CocMLP, CocOutputs
 from cocogs_nerfstudio.densification import CocStrategy, merge_render_infos
 from cocogs_nerfstudio.focus_init import focus_from_sharpness
+from cocogs_nerfstudio.in_focus_psf import InFocusPSF
 from cocogs_nerfstudio.lpips_offline import LPIPSUnavailable, make_lpips
 from cocogs_nerfstudio.rasterize import (
     intrinsics_matrices,
@@ -94,6 +95,9 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     mean_freqs: int = 3
     cam_freqs: int = 10
     blend_cnn_width: int = 64
+    in_focus_psf: int = 0
+    """Not in the paper: the size (3 or 5) of a learned in-focus point-spread kernel applied to every
+    output image, the training blend and the sharp render alike (in_focus_psf.py); 0: off."""
     blend_sharp_weight: float = 0.0
     """Not in the paper: start the blend with this weight on the sharp (base) render through a
     learnable per-render logit offset, so that the model starts as plain 3DGS. 0: off (paper)."""
@@ -192,6 +196,7 @@ class CoCoGaussianModel(SplatfactoModel):
                 max_rot_factor=cfg.max_rot_factor,
             )
             self.blend_cnn = BlendCNN(cfg.blend_cnn_width, cfg.num_coc_sets + 1, cfg.blend_sharp_weight)
+            self.in_focus_psf = InFocusPSF(cfg.in_focus_psf) if cfg.in_focus_psf else None
             # d_F = focus_unit · exp(focus_log): positive by construction, scale-free learning rate
             self.focus_log = Parameter(torch.zeros(self.num_train_data))
             self.register_buffer("focus_unit", torch.ones(()))
@@ -431,7 +436,8 @@ class CoCoGaussianModel(SplatfactoModel):
             means, quats, scales, opacities, colors, viewmat, K, W, H, sh_degree, render_mode, background
         )
         infos = [info]
-        outputs: Dict[str, Union[Tensor, List]] = {"rgb": rgb, "depth": depth, "accumulation": alpha}
+        psf = getattr(self, "in_focus_psf", None) or (lambda image: image)
+        outputs: Dict[str, Union[Tensor, List]] = {"rgb": psf(rgb), "depth": depth, "accumulation": alpha}
 
         defocus = self._defocus_setting(camera, c2w)
         if defocus is not None:
@@ -453,7 +459,7 @@ class CoCoGaussianModel(SplatfactoModel):
             blurred, weights = self.blend_cnn(images, None if self.training else self._preview_blend_size(K, W, H))
             # [H, W, C] outputs only (the viewer offers each as a choice): the blend, the sharp
             # render, and the blend weight of the sharp render (1 = the CNN sees this pixel in focus)
-            outputs.update(rgb=blurred, rgb_sharp=rgb, in_focus_weight=weights[-1])
+            outputs.update(rgb=psf(blurred), rgb_sharp=outputs["rgb"], in_focus_weight=weights[-1])
 
         if self.training and torch.is_grad_enabled():
             optimizers = getattr(self, "optimizers", {})  # set by step_cb, before the first training step
@@ -503,7 +509,8 @@ class CoCoGaussianModel(SplatfactoModel):
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         groups = super().get_param_groups()
         if self.config.coc_enabled:
-            networks = (list(self.coc_mlp.parameters()), list(self.blend_cnn.parameters()), [self.focus_log])
+            image = list(self.blend_cnn.parameters()) + (list(self.in_focus_psf.parameters()) if self.in_focus_psf else [])
+            networks = (list(self.coc_mlp.parameters()), image, [self.focus_log])
             groups.update(zip(NETWORK_GROUPS, networks))
         return groups
 
