@@ -7,7 +7,8 @@
 #      from step 50), ns-eval, ns-export gaussian-splat, cocogs-refocus, a resume with --load-dir
 #      (benchmarks/cli_check.py);
 #   3. the GPU benchmark: baseline, cocogaussian, upper bound; step-time ratio on warm kernels, sharp
-#      and defocus-preview fps at 1920 px wide, peak GPU memory (benchmarks/run.py --size gpu).
+#      and defocus-preview fps at 1920 px wide, peak GPU memory, torch.profiler tables of a CoC step
+#      and a preview appended to bench.log (benchmarks/run.py --size gpu --profile).
 # Here: bash benchmarks/gpu_prepare.sh; then with the device tool:
 #   run(command="bash benchmarks/gpu_check.sh", carry=[".gpu"], timeout_s=600)
 # On a CPU (the test suite runs it so that it cannot rot), with small settings:
@@ -55,8 +56,9 @@ cp "$WORK/cli/cli_check.json" "$OUT/" 2>/dev/null
 stage "3/3 benchmark: baseline, cocogaussian, upper bound"
 rm -rf "$WORK/bench"
 timeout "$(limit "${BENCH_TIMEOUT:-420}")" "$PY" benchmarks/run.py "$SCENE" --size gpu --steps "${STEPS:-1500}" --out "$WORK/bench" \
-  "${BENCH_ARGS[@]}" > "$WORK/bench.log" 2>&1 || status=1
+  --profile "${BENCH_ARGS[@]}" > "$WORK/bench.log" 2>&1 || status=1
 grep -v -i warning "$WORK/bench.log" | tail -n 40 > "$OUT/bench.log"
+cat "$WORK"/bench/profile_cocogaussian-seed*.txt >> "$OUT/bench.log" 2>/dev/null  # torch.profiler tables
 cp "$WORK"/bench/results.json "$WORK"/bench/results.md "$WORK"/bench/figure.png "$OUT"/ 2>/dev/null  # partial too
 
 stage "summary"

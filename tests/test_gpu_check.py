@@ -38,3 +38,6 @@ def test_gpu_check_runs_every_stage_on_the_cpu(demo_scene: Path, tmp_path: Path)
     assert results["baseline"]["fps_sharp_wide"] > 0
     table = (out / "results.md").read_text()
     assert "defocus preview ≥ 30 fps (144×108)" in table and "training step ≤ 2× the baseline's" in table
+    assert coc["fps_defocus_preview_wide_render_scale"] > 0  # the other blend scale, for comparison
+    profile = (out / "bench.log").read_text()
+    assert "=== training step:" in profile and "=== defocus preview 144×108:" in profile
