@@ -12,29 +12,39 @@ Plain tensor code, no nerfstudio imports.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
 class InFocusPSF(nn.Module):
-    """A normalised non-negative ``size``×``size`` kernel: weights ``a`` ≥ 0 around the centre
-    (learned, starting at ``init`` each: 0.8% of the light off the centre for 3×3, near the
-    identity) and ``1 − Σa`` at the centre, Σa at most ``max_spread``. The weights enter linearly,
-    so the start is no stationary point (a Gaussian's σ at 0 is; a weight clamped at 0 is too, so
-    the start is just above it). A weight pushed below 0 stays at 0: no spread that way."""
+    """A normalised non-negative ``size``×``size`` kernel: weights ``a`` > 0 around the centre and
+    ``1 − Σa`` at the centre, Σa at most ``max_spread``. ``a = softplus(10·r)/10`` of a learned
+    ``r``, starting at ``init`` (0.8% of the light off the centre for 3×3, near the identity):
+    never exactly 0, so a weight pushed down early can come back (a weight clamped at 0 gets no
+    gradient again, and Adam's first steps of ~lr each took a 1e-3 start there on the demo), and
+    under Adam it grows by ~5% a step in its tail and by ~lr a step above ~0.1."""
+
+    SHARPNESS = 10.0
 
     def __init__(self, size: int = 3, max_spread: float = 0.9, init: float = 1e-3) -> None:
         super().__init__()
         if size < 3 or size % 2 == 0:
             raise ValueError(f"in-focus PSF size {size}: expected an odd size ≥ 3")
         self.size, self.max_spread = size, max_spread
-        self.spread = nn.Parameter(torch.full((size * size - 1,), init))  # the weights off the centre
+        raw = math.log(math.expm1(init * self.SHARPNESS)) / self.SHARPNESS  # softplus⁻¹
+        self.spread = nn.Parameter(torch.full((size * size - 1,), raw))  # the weights off the centre
+
+    def weights(self) -> Tensor:
+        """The off-centre weights ``a`` (after the cap on their sum)."""
+        a = F.softplus(self.spread * self.SHARPNESS) / self.SHARPNESS
+        return a / (a.sum() / self.max_spread).clamp_min(1.0)
 
     def kernel(self) -> Tensor:
         """The [size, size] kernel (sums to 1)."""
-        a = self.spread.clamp_min(0.0)
-        a = a / (a.sum() / self.max_spread).clamp_min(1.0)
+        a = self.weights()
         centre = (self.size * self.size) // 2
         weights = torch.cat([a[:centre], (1.0 - a.sum()).reshape(1), a[centre:]])
         return weights.reshape(self.size, self.size)
