@@ -69,12 +69,27 @@ def parse_settings(settings: List[str]) -> Dict[str, Any]:
     return parsed
 
 
+def parse_rates(items: List[str]) -> Dict[str, float]:
+    """``GROUP=LR`` learning rates (``--lr``) of optimizer groups (focus, coc_mlp, blend_cnn, means…)."""
+    rates: Dict[str, float] = {}
+    for item in items:
+        group, sep, value = item.partition("=")
+        try:
+            rates[group] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise SystemExit(f"--lr {item}: expected GROUP=LR, e.g. focus=5e-3")
+    return rates
+
+
 def trainer_config(
     variant: str, scene: Path, out: Path, size: str, steps: int, downscale: Optional[int], seed: int,
-    settings: Optional[Dict[str, Any]] = None,
+    settings: Optional[Dict[str, Any]] = None, rates: Optional[Dict[str, float]] = None,
 ):  # fmt: skip
     """One variant's trainer config; ``settings`` (``--set``) change CoCoGaussian's model only, and
-    are applied before the trainer config is built (its network schedules follow coc_start_step)."""
+    are applied before the trainer config is built (its network schedules follow coc_start_step);
+    ``rates`` (``--lr``) scale CoCoGaussian's learning rate of a group, its schedule with it."""
     coc = variant == "cocogaussian"
     settings = settings if coc and settings else {}
     if size == "cpu":
@@ -86,6 +101,16 @@ def trainer_config(
         cfg = make_trainer_config(max_steps=steps, model=model)
         if not torch.cuda.is_available():  # --allow-cpu: the GPU mode's code paths, on the CPU
             cfg.machine.device_type = "cpu"
+    for group, lr in (rates or {}).items() if coc else ():
+        if group not in cfg.optimizers:
+            raise SystemExit(f"--lr {group}=…: no such optimizer group (one of {', '.join(cfg.optimizers)})")
+        optimizer = cfg.optimizers[group]
+        factor = lr / optimizer["optimizer"].lr
+        optimizer["optimizer"].lr = lr
+        schedule = optimizer.get("scheduler")
+        if schedule is not None:
+            schedule.lr_pre_warmup *= factor
+            schedule.lr_final = None if schedule.lr_final is None else schedule.lr_final * factor
     dp = cfg.pipeline.datamanager.dataparser
     dp.data = scene
     dp.downscale_factor = downscale
@@ -149,7 +174,7 @@ def sharpness(img: torch.Tensor, mask: Optional[torch.Tensor] = None) -> float:
 
 def run_variant(variant: str, args: argparse.Namespace, out: Path, seed: int, image_dir: Path) -> Dict[str, Any]:
     """Train, evaluate and time one variant with one seed; its images go to ``image_dir``."""
-    cfg = trainer_config(variant, args.scene, out, args.size, args.steps, args.downscale, seed, args.settings)
+    cfg = trainer_config(variant, args.scene, out, args.size, args.steps, args.downscale, seed, args.settings, args.rates)
     trainer = seeded_trainer(cfg)
     model = trainer.pipeline.model
     initial_focus = model.focus_distance().detach().tolist() if model.config.coc_enabled else None
@@ -509,6 +534,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--seeds", default="42", help="comma-separated seeds: every variant runs with each")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a CoCoGaussian model setting, e.g. --set coc_render_scale=0.5 (repeatable)")
+    parser.add_argument("--lr", dest="rates", action="append", default=[], metavar="GROUP=LR",
+                        help="CoCoGaussian's learning rate of an optimizer group, e.g. --lr focus=5e-3 (repeatable)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--figures-only", action="store_true", help="redraw images from the runs in --out")
@@ -518,6 +545,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     args.scene = args.scene.resolve()
     args.settings = parse_settings(args.settings)
+    args.rates = parse_rates(args.rates)
     seeds = [int(x) for x in args.seeds.split(",") if x]
     args.steps = args.steps or (600 if args.size == "cpu" else 3000)
     if args.size == "gpu" and not torch.cuda.is_available() and not args.allow_cpu:
@@ -552,7 +580,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         "size": args.size,
         "steps": args.steps,
         "seeds": seeds,
-        "settings": args.settings,
+        "settings": {**args.settings, **{f"lr.{group}": lr for group, lr in args.rates.items()}},
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {device}, torch {torch.__version__}",
         "commit": commit or "unknown",
