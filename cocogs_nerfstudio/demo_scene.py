@@ -10,7 +10,11 @@ px = that × |1/focus − 1/z|), the same keys as the Blender scenes in ../share
 ``sharp_train/`` holds all-in-focus twins of the training views (the upper bound of the
 benchmarks) and ``sparse_pc.ply`` an SfM-like point cloud sampled on the visible surfaces.
 
-Usage: ``cocogs-demo-scene OUT [--width 96 --height 72 --lens-samples 256]``.
+``--layout floor`` makes a second scene with other geometry, aperture and focus pattern (a floor
+whose depth varies continuously, cards at three depths, a far wall; aperture 0.15; every photo
+focused at its own distance): a check that nothing is tuned to the planes.
+
+Usage: ``cocogs-demo-scene OUT [--layout planes|floor --width 96 --height 72 --lens-samples 256]``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,11 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class Plane:
-    """An axis-aligned textured rectangle at z = ``z`` (world units, in front of the cameras)."""
+    """A textured rectangle centred at (``center``, ``z``) (world units, in front of the cameras).
+
+    Its sides run along ``axis_u`` and ``axis_v`` (orthonormal); the default is fronto-parallel
+    (x and y), ``axis_v = (0, 0, -1)`` makes a floor or ceiling that recedes from the cameras.
+    """
 
     z: float
     center: Tuple[float, float]
@@ -38,6 +46,16 @@ class Plane:
     cell: float  # checker cell size
     stripe_period: float
     stripe_angle: float
+    axis_u: Tuple[float, float, float] = (1.0, 0.0, 0.0)
+    axis_v: Tuple[float, float, float] = (0.0, 1.0, 0.0)
+
+    @property
+    def origin(self) -> np.ndarray:
+        return np.array([self.center[0], self.center[1], self.z])
+
+    def point(self, local: np.ndarray) -> np.ndarray:
+        """World points [n, 3] at local coordinates ``local`` [n, 2]."""
+        return self.origin + local[:, :1] * np.asarray(self.axis_u) + local[:, 1:] * np.asarray(self.axis_v)
 
     def texture(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """RGB in [0, 1] at local coordinates (x, y) [...]: a checker modulated by stripes."""
@@ -55,6 +73,20 @@ PLANES: Tuple[Plane, ...] = (
     Plane(-6.0, (0.0, 0.0), (6.0, 5.0), (0.15, 0.6, 0.25), (0.9, 0.85, 0.3), 0.35, 0.2, 0.3),
 )
 FOCUS_CYCLE = (2.0, 3.5, 6.0)
+
+# A second layout with other geometry, aperture and focus pattern: a floor receding from 0.3 to 9
+# (depth varies continuously down the image), three cards at 1.8, 3 and 5, a wall at 9; every
+# training photo focused at its own distance, log-uniform in [FLOOR_FOCUS_RANGE].
+FLOOR_PLANES: Tuple[Plane, ...] = (
+    Plane(-4.65, (0.0, -0.55), (3.5, 4.35), (0.55, 0.35, 0.2), (0.9, 0.8, 0.65), 0.25, 0.09, 0.3,
+          axis_v=(0.0, 0.0, -1.0)),
+    Plane(-9.0, (0.0, 1.0), (6.0, 4.5), (0.3, 0.3, 0.55), (0.85, 0.75, 0.9), 0.4, 0.15, -0.5),
+    Plane(-1.8, (-0.45, -0.1), (0.22, 0.28), (0.95, 0.2, 0.3), (0.95, 0.95, 0.95), 0.06, 0.05, 1.1),
+    Plane(-3.0, (0.5, 0.1), (0.35, 0.4), (0.1, 0.5, 0.45), (0.95, 0.9, 0.5), 0.12, 0.08, -0.3),
+    Plane(-5.0, (-0.6, 0.55), (0.5, 0.45), (0.2, 0.2, 0.2), (0.95, 0.6, 0.15), 0.2, 0.11, 0.8),
+)
+FLOOR_FOCUS_RANGE = (1.6, 9.0)
+LAYOUTS = {"planes": 0.2, "floor": 0.15}  # layout → default aperture diameter (world units)
 
 
 def camera_centres(grid: int = 5, spacing: Tuple[float, float] = (0.2, 0.15)) -> np.ndarray:
@@ -77,10 +109,13 @@ def trace(origins: np.ndarray, dirs: np.ndarray, planes: Sequence[Plane]) -> Tup
     best_t = np.full(origins.shape[:-1], np.inf)
     col = np.zeros(origins.shape[:-1] + (3,))
     for p in planes:
-        t = (p.z - origins[..., 2]) / dirs[..., 2]
-        hx = origins[..., 0] + t * dirs[..., 0] - p.center[0]
-        hy = origins[..., 1] + t * dirs[..., 1] - p.center[1]
-        hit = (t > 0) & (np.abs(hx) <= p.half_size[0]) & (np.abs(hy) <= p.half_size[1]) & (t < best_t)
+        u, v = np.asarray(p.axis_u), np.asarray(p.axis_v)
+        normal = np.cross(u, v)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = ((p.origin - origins) @ normal) / (dirs @ normal)
+        rel = origins + t[..., None] * dirs - p.origin
+        hx, hy = rel @ u, rel @ v
+        hit = np.isfinite(t) & (t > 0) & (np.abs(hx) <= p.half_size[0]) & (np.abs(hy) <= p.half_size[1]) & (t < best_t)
         best_t = np.where(hit, t, best_t)
         col[hit] = p.texture(hx[hit], hy[hit])
     return col, best_t
@@ -124,7 +159,7 @@ def sample_points(n_per_plane: int, seed: int, planes: Sequence[Plane] = PLANES)
     for p in planes:
         half = np.minimum(np.asarray(p.half_size), 0.75 * abs(p.z) + 0.5)
         local = (rng.random((n_per_plane, 2)) * 2 - 1) * half
-        xyz = np.concatenate([local + np.asarray(p.center), np.full((n_per_plane, 1), p.z)], axis=1)
+        xyz = p.point(local)
         # occluded by a nearer plane as seen from the origin?
         _, depth = trace(np.zeros_like(xyz), xyz, planes)
         visible = depth >= 1.0 - 1e-6
@@ -159,8 +194,17 @@ def make_demo_scene(
     hold: int = 8,
     grid: int = 5,
     seed: int = 0,
+    layout: str = "planes",
 ) -> Path:
-    """Write the demo scene to ``out`` and return the path of its ``transforms.json``."""
+    """Write the demo scene to ``out`` and return the path of its ``transforms.json``.
+
+    ``layout``: 'planes' (the bundled demo: three fronto-parallel planes, focus cycling through
+    them) or 'floor' (:data:`FLOOR_PLANES`, a continuous focus per photo).
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}: one of {sorted(LAYOUTS)}")
+    planes = PLANES if layout == "planes" else FLOOR_PLANES
+    focus_rng = np.random.default_rng(seed + 7)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fx = 0.9375 * width  # 54° horizontal field of view
@@ -171,7 +215,7 @@ def make_demo_scene(
     for i, c in enumerate(centres):
         name = f"images/{i:03d}.png"
         is_test = i % hold == 0
-        sharp = render_thin_lens(c, width, height, fx, 0.0, 1.0, 16, seed + 1000 + i)
+        sharp = render_thin_lens(c, width, height, fx, 0.0, 1.0, 16, seed + 1000 + i, planes)
         c2w = np.eye(4)
         c2w[:3, 3] = c
         frame = {"file_path": name, "transform_matrix": c2w.tolist(), "is_test": is_test}
@@ -180,9 +224,13 @@ def make_demo_scene(
             frame.update(focus_distance=None, aperture_diameter=0.0, dof=False, sharp_file_path=name)
             test.append(name)
         else:
-            focus = FOCUS_CYCLE[k % len(FOCUS_CYCLE)]
+            if layout == "planes":
+                focus = FOCUS_CYCLE[k % len(FOCUS_CYCLE)]
+            else:
+                lo, hi = np.log(FLOOR_FOCUS_RANGE)
+                focus = round(float(np.exp(focus_rng.uniform(lo, hi))), 3)
             k += 1
-            img = render_thin_lens(c, width, height, fx, aperture, focus, lens_samples, seed + i)
+            img = render_thin_lens(c, width, height, fx, aperture, focus, lens_samples, seed + i, planes)
             _save_png(out / name, img)
             _save_png(out / "sharp_train" / f"{i:03d}.png", sharp)
             frame.update(
@@ -194,7 +242,7 @@ def make_demo_scene(
             )
             train.append(name)
         frames.append(frame)
-    xyz, rgb = sample_points(1500, seed)
+    xyz, rgb = sample_points(1500, seed, planes)
     write_ply(out / "sparse_pc.ply", xyz, rgb)
     meta = {
         "camera_model": "OPENCV",
@@ -208,7 +256,8 @@ def make_demo_scene(
         "train_filenames": train,
         "val_filenames": test,
         "test_filenames": test,
-        "plane_depths": [-p.z for p in PLANES],
+        "layout": layout,
+        "plane_depths": [-p.z for p in planes],
         "frames": frames,
     }
     (out / "transforms.json").write_text(json.dumps(meta, indent=1))
@@ -221,11 +270,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("out", type=Path, help="output folder")
     parser.add_argument("--width", type=int, default=96)
     parser.add_argument("--height", type=int, default=72)
-    parser.add_argument("--aperture", type=float, default=0.2, help="lens aperture diameter (world units)")
+    parser.add_argument("--layout", choices=sorted(LAYOUTS), default="planes", help="scene geometry and focus pattern")
+    parser.add_argument("--aperture", type=float, default=None, help="lens aperture diameter (world units); "
+                        "default: 0.2 (planes), 0.15 (floor)")
     parser.add_argument("--lens-samples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    path = make_demo_scene(args.out, args.width, args.height, args.aperture, args.lens_samples, seed=args.seed)
+    aperture = LAYOUTS[args.layout] if args.aperture is None else args.aperture
+    path = make_demo_scene(
+        args.out, args.width, args.height, aperture, args.lens_samples, seed=args.seed, layout=args.layout
+    )
     print(f"wrote {path}")
 
 

@@ -132,3 +132,24 @@ def test_demo_scene_thin_lens_blur_matches_the_formula() -> None:
     ramp = np.nonzero((img > 0.02) & (img < 0.98))[0]
     assert abs(len(ramp) - expected) <= 1.5, (img.round(2), expected)
     assert img[32 - 4] < 0.02 and img[32 + 4] > 0.98
+
+
+def test_floor_layout_depth_and_focus_pattern(tmp_path: Path) -> None:
+    """The second demo layout: a receding floor (depth continuous down the image) and a focus per photo."""
+    import numpy as np
+
+    from cocogs_nerfstudio.demo_scene import FLOOR_FOCUS_RANGE, FLOOR_PLANES, make_demo_scene, trace
+
+    # rays from a camera at the origin, straight ahead and tilted down by a: the floor (y = -0.55)
+    # is met at depth 0.55 / a, nearer for steeper rays; straight ahead, the wall at 9
+    dirs = np.array([[0.0, -a, -1.0] for a in (0.1, 0.2, 0.4)] + [[0.0, 0.0, -1.0]])
+    _, t = trace(np.zeros_like(dirs), dirs, FLOOR_PLANES)
+    assert np.allclose(t, [5.5, 2.75, 1.375, 9.0])
+
+    meta = json.loads((make_demo_scene(tmp_path, 24, 18, 0.15, 4, layout="floor")).read_text())
+    train = [f for f in meta["frames"] if not f["is_test"]]
+    focus = [f["focus_distance"] for f in train]
+    assert len(train) == 21 and len(set(focus)) == 21  # no cycle: every photo its own focus
+    assert min(focus) >= FLOOR_FOCUS_RANGE[0] and max(focus) <= FLOOR_FOCUS_RANGE[1]
+    assert max(focus) / min(focus) > 3  # near and far photos
+    assert all(f["aperture_diameter"] == 0.15 for f in train) and meta["layout"] == "floor"
