@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from cocogs_nerfstudio.cocogaussian import CoCoGaussianModelConfig
+from cocogs_nerfstudio.dataparser import DeblurNerfDataParserConfig
 from cocogs_nerfstudio.method_config import make_trainer_config, small_trainer_config
 from cocogs_nerfstudio.runs import scripted, seeded_trainer
 
@@ -50,19 +51,20 @@ def gpu_model_config(steps: int, coc: bool) -> CoCoGaussianModelConfig:
     )
 
 
-def parse_settings(settings: List[str]) -> Dict[str, Any]:
-    """``KEY=VALUE`` model settings (``--set``), each converted to the type of the field's default."""
-    defaults = CoCoGaussianModelConfig()
+def parse_settings(settings: List[str], defaults: Any = None, flag: str = "--set") -> Dict[str, Any]:
+    """``KEY=VALUE`` settings of ``defaults`` (a config; CoCoGaussian's model config for ``--set``),
+    each converted to the type of the field's default."""
+    defaults = CoCoGaussianModelConfig() if defaults is None else defaults
     parsed: Dict[str, Any] = {}
     for item in settings:
         key, sep, value = item.partition("=")
         key = key.replace("-", "_")
         if not sep or not hasattr(defaults, key):
-            raise SystemExit(f"--set {item}: expected KEY=VALUE with KEY a model setting (e.g. coc_render_scale=0.5)")
+            raise SystemExit(f"{flag} {item}: expected KEY=VALUE with KEY a setting of {type(defaults).__name__}")
         default = getattr(defaults, key)
         if isinstance(default, bool):
             if value not in ("True", "False", "true", "false", "1", "0"):
-                raise SystemExit(f"--set {item}: {key} is True or False")
+                raise SystemExit(f"{flag} {item}: {key} is True or False")
             parsed[key] = value in ("True", "true", "1")
         else:
             parsed[key] = type(default)(value) if default is not None else value
@@ -86,10 +88,12 @@ def parse_rates(items: List[str]) -> Dict[str, float]:
 def trainer_config(
     variant: str, scene: Path, out: Path, size: str, steps: int, downscale: Optional[int], seed: int,
     settings: Optional[Dict[str, Any]] = None, rates: Optional[Dict[str, float]] = None,
+    data_settings: Optional[Dict[str, Any]] = None,
 ):  # fmt: skip
     """One variant's trainer config; ``settings`` (``--set``) change CoCoGaussian's model only, and
     are applied before the trainer config is built (its network schedules follow coc_start_step);
-    ``rates`` (``--lr``) scale CoCoGaussian's learning rate of a group, its schedule with it."""
+    ``rates`` (``--lr``) scale CoCoGaussian's learning rate of a group, its schedule with it;
+    ``data_settings`` (``--data-set``) change the dataparser of every variant."""
     coc = variant == "cocogaussian"
     settings = settings if coc and settings else {}
     if size == "cpu":
@@ -116,6 +120,8 @@ def trainer_config(
     dp.downscale_factor = downscale
     dp.make_downscaled = True  # scenes without images_K (the Blender scene) are shrunk into a cache
     dp.sharp_train_images = variant == "upper_bound"
+    for key, value in (data_settings or {}).items():
+        setattr(dp, key, value)
     return scripted(cfg, scene, out / "runs", scene.name, f"{variant}-seed{seed}", seed)
 
 
@@ -174,7 +180,8 @@ def sharpness(img: torch.Tensor, mask: Optional[torch.Tensor] = None) -> float:
 
 def run_variant(variant: str, args: argparse.Namespace, out: Path, seed: int, image_dir: Path) -> Dict[str, Any]:
     """Train, evaluate and time one variant with one seed; its images go to ``image_dir``."""
-    cfg = trainer_config(variant, args.scene, out, args.size, args.steps, args.downscale, seed, args.settings, args.rates)
+    cfg = trainer_config(variant, args.scene, out, args.size, args.steps, args.downscale, seed, args.settings, args.rates,
+                         args.data_settings)
     trainer = seeded_trainer(cfg)
     model = trainer.pipeline.model
     initial_focus = model.focus_distance().detach().tolist() if model.config.coc_enabled else None
@@ -536,6 +543,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="a CoCoGaussian model setting, e.g. --set coc_render_scale=0.5 (repeatable)")
     parser.add_argument("--lr", dest="rates", action="append", default=[], metavar="GROUP=LR",
                         help="CoCoGaussian's learning rate of an optimizer group, e.g. --lr focus=5e-3 (repeatable)")
+    parser.add_argument("--data-set", dest="data_settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a dataparser setting for every variant, e.g. --data-set background_points=4000")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--figures-only", action="store_true", help="redraw images from the runs in --out")
@@ -545,6 +554,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     args.scene = args.scene.resolve()
     args.settings = parse_settings(args.settings)
+    args.data_settings = parse_settings(args.data_settings, DeblurNerfDataParserConfig(), "--data-set")
     args.rates = parse_rates(args.rates)
     seeds = [int(x) for x in args.seeds.split(",") if x]
     args.steps = args.steps or (600 if args.size == "cpu" else 3000)
@@ -580,7 +590,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         "size": args.size,
         "steps": args.steps,
         "seeds": seeds,
-        "settings": {**args.settings, **{f"lr.{group}": lr for group, lr in args.rates.items()}},
+        "settings": {
+            **args.settings,
+            **{f"lr.{group}": lr for group, lr in args.rates.items()},
+            **{f"data.{key}": value for key, value in args.data_settings.items()},
+        },
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {device}, torch {torch.__version__}",
         "commit": commit or "unknown",

@@ -32,6 +32,8 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 
+from cocogs_nerfstudio.background_points import background_points
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".exr"}
 DEFAULT_HOLD = 8
 
@@ -219,6 +221,10 @@ class DeblurNerfDataParserConfig(DataParserConfig):
     """When images_K for --downscale-factor K is missing, make it in a cache folder
     (``$COCOGS_CACHE``, default ~/.cache/cocogs) instead of failing: images/ shrunk by K, or an
     images_J shrunk by K/J when J divides K (fern: images_8 → images_32). The scene folder is not written."""
+    background_points: int = 0
+    """About this many extra seed points where no SfM point projects into a training photo (cells of
+    1/16 of its longer side), behind the SfM points and coloured by the photo (background_points.py):
+    Gaussians for the blurred background that SfM misses. 0: off. Photos covered by SfM points get none."""
 
 
 class DeblurNerfDataParser(DataParser):
@@ -240,7 +246,23 @@ class DeblurNerfDataParser(DataParser):
                 p if p.is_relative_to(self._cache) else downscaled_copy(p, factor, self._cache)
                 for p in outputs.image_filenames
             ]
+        if split == "train" and self.config.background_points > 0 and "points3D_xyz" in outputs.metadata:
+            self._add_background_points(outputs)
         return outputs
+
+    def _add_background_points(self, outputs: DataparserOutputs) -> None:
+        cams = outputs.cameras
+        images = [torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255.0)
+                  for p in outputs.image_filenames]
+        sfm = outputs.metadata["points3D_xyz"]
+        xyz, rgb = background_points(
+            cams.camera_to_worlds, cams.fx[:, 0], cams.fy[:, 0], cams.cx[:, 0], cams.cy[:, 0],
+            int(cams.width[0, 0]), int(cams.height[0, 0]), sfm, self.config.background_points, images,
+        )
+        CONSOLE.log(f"{self.config.data}: {len(xyz)} background seed points where the {len(sfm)} SfM points "
+                    "leave the training photos empty")
+        outputs.metadata["points3D_xyz"] = torch.cat([sfm.float(), xyz.to(sfm.device)])
+        outputs.metadata["points3D_rgb"] = torch.cat([outputs.metadata["points3D_rgb"].to(torch.uint8), rgb])
 
     _cache: Optional[Path] = None
 

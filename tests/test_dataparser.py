@@ -165,3 +165,34 @@ def test_make_downscaled_shrinks_into_a_cache(shared_data: Path, tmp_path: Path,
     from PIL import Image
 
     assert Image.open(upper.image_filenames[0]).size == (100, 75)
+
+
+def test_background_points_where_drinks_has_no_sfm_points(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drinks: all SfM points lie on the cans, half of every photo is without any; the option seeds
+    points there, behind the cans, and leaves the SfM points and a run without it unchanged."""
+    from cocogs_nerfstudio.background_points import empty_cells
+
+    monkeypatch.setenv("COCOGS_CACHE", str(tmp_path / "cache"))
+    drinks = shared_data / "real_defocus_drinks"
+    plain = _parse(drinks, downscale_factor=48, make_downscaled=True)
+    seeded = _parse(drinks, downscale_factor=48, make_downscaled=True, background_points=4000)
+    sfm, both = plain.metadata["points3D_xyz"], seeded.metadata["points3D_xyz"]
+    assert len(sfm) == 3002 and torch.equal(both[:3002], sfm)
+    added = both[3002:]
+    assert 1000 < len(added) < 4000  # 4000 × the empty share of the photos' cells
+    cams = plain.cameras
+    w, h = int(cams.width[0]), int(cams.height[0])
+
+    def empty_share(points: torch.Tensor) -> float:
+        shares = [
+            empty_cells(points, cams.camera_to_worlds[i], float(cams.fx[i]), float(cams.fy[i]), float(cams.cx[i]),
+                        float(cams.cy[i]), w, h, max(w, h) / 16)[0].float().mean()
+            for i in range(len(cams))
+        ]
+        return float(torch.stack(shares).mean())
+
+    assert empty_share(sfm) > 0.4 and empty_share(both) < 0.1
+    dist = lambda p: (p[None] - cams.camera_to_worlds[:, :3, 3][:, None]).norm(dim=-1)  # noqa: E731
+    assert dist(added).median() > 1.5 * dist(sfm).max()  # behind the cans
+    rgb = seeded.metadata["points3D_rgb"]
+    assert rgb.shape == (len(both), 3) and rgb.dtype == torch.uint8 and rgb[3002:].float().std() > 5
