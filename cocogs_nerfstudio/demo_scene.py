@@ -78,7 +78,7 @@ FOCUS_CYCLE = (2.0, 3.5, 6.0)
 # (depth varies continuously down the image), three cards at 1.8, 3 and 5, a wall at 9; every
 # training photo focused at its own distance, log-uniform in [FLOOR_FOCUS_RANGE].
 FLOOR_PLANES: Tuple[Plane, ...] = (
-    Plane(-4.65, (0.0, -0.55), (3.5, 4.35), (0.55, 0.35, 0.2), (0.9, 0.8, 0.65), 0.25, 0.09, 0.3,
+    Plane(-4.65, (0.0, -0.55), (3.5, 4.35), (0.55, 0.35, 0.2), (0.9, 0.8, 0.65), 0.5, 0.3, 0.3,
           axis_v=(0.0, 0.0, -1.0)),
     Plane(-9.0, (0.0, 1.0), (6.0, 4.5), (0.3, 0.3, 0.55), (0.85, 0.75, 0.9), 0.4, 0.15, -0.5),
     Plane(-1.8, (-0.45, -0.1), (0.22, 0.28), (0.95, 0.2, 0.3), (0.95, 0.95, 0.95), 0.06, 0.05, 1.1),
