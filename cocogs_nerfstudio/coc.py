@@ -60,6 +60,19 @@ def coc_scales(scales: Tensor, factors: Tensor) -> Tensor:
     return scales[None] * factors
 
 
+def spread_scales(scales: Tensor, diameter: Tensor, spread: float) -> Tensor:
+    """CoC-set scales widened by the blur disc (not in the paper): ``sqrt(s² + (spread·σ/2)²)``.
+
+    A disc of radius σ/2 has a standard deviation of σ/4 along each axis; M offset copies of a small
+    Gaussian cover it only in M spots, and Eq. 10 caps the copies at δs_max × the base scale, so a
+    large blur is otherwise matched by widening the *base* Gaussians. ``spread`` = 0 is Eq. 10.
+    Args: scales [M, N, 3] (activated); diameter σ [N]; returns [M, N, 3].
+    """
+    if spread <= 0:
+        return scales
+    return torch.sqrt(scales**2 + (0.5 * spread * diameter)[None, :, None] ** 2)
+
+
 def coc_quats(quats: Tensor, factors: Tensor) -> Tensor:
     """Rotations of the CoC sets (Eq. 11): ``q_m = q_B × δq_m`` element-wise; [N, 4], [M, N, 4]."""
     return quats[None] * factors

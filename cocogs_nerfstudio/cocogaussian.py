@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from cocogs_nerfstudio.blend_cnn import BlendCNN
-from cocogs_nerfstudio.coc import coc_diameter, coc_means, coc_quats, coc_scales, fixed_directions
+from cocogs_nerfstudio.coc import coc_diameter, coc_means, coc_quats, coc_scales, fixed_directions, spread_scales
 from cocogs_nerfstudio.coc_mlp import CocMLP, CocOutputs
 from cocogs_nerfstudio.densification import CocStrategy, merge_render_infos
 from cocogs_nerfstudio.focus_init import focus_from_sharpness
@@ -52,6 +52,10 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     """M, the number of CoC Gaussian sets (official code: 4)."""
     max_scale_factor: float = 1.1
     """δs_max (Eq. 10; official code: 1.1)."""
+    coc_spread: float = 0.0
+    """Not in the paper: each CoC Gaussian is widened by ``coc_spread`` × the CoC radius (added in
+    quadrature to its scale, coc.spread_scales), so that M copies can fill a large blur disc without
+    widening the base Gaussians. 0: Eq. 10 alone."""
     max_rot_factor: float = 1.1
     """δq_max (Eq. 11; official code: 1.1)."""
     coc_start_step: int = 1500
@@ -295,7 +299,7 @@ class CoCoGaussianModel(SplatfactoModel):
         unit_quats = quats / quats.norm(dim=-1, keepdim=True)
         return (
             coc_means(means, diameter, beta, directions),
-            coc_scales(scales, out.scale_factors),
+            spread_scales(coc_scales(scales, out.scale_factors), diameter, cfg.coc_spread),
             coc_quats(unit_quats, out.rot_factors),
         )
 

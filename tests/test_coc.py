@@ -148,3 +148,16 @@ def test_blend_sharp_weight_starts_on_the_sharp_render_and_learns() -> None:
     with pytest.raises(ValueError, match="sharp_weight"):
         BlendCNN(sharp_weight=1.0)
     assert BlendCNN().offsets is None  # off by default: the paper's blend, the same checkpoint keys
+
+
+def test_spread_scales_add_the_disc_radius_in_quadrature() -> None:
+    from cocogs_nerfstudio.coc import spread_scales
+
+    scales = torch.tensor([[[0.3, 0.4, 1.0]], [[0.0, 0.1, 0.2]]])  # [M=2, N=1, 3]
+    diameter = torch.tensor([1.6])  # radius 0.8; spread 0.5: + 0.4 in quadrature
+    out = spread_scales(scales, diameter, 0.5)
+    expected = torch.tensor([[[0.5, 0.4 * 2**0.5, (1.0 + 0.16) ** 0.5]], [[0.4, 0.17**0.5, 0.2**0.5]]])
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert spread_scales(scales, diameter, 0.0) is scales  # Eq. 10 alone
+    # in focus (σ = 0) nothing changes
+    assert torch.equal(spread_scales(scales, torch.zeros(1), 0.5), scales)
