@@ -57,6 +57,7 @@ def background_points(
     cells_across: int = 16,
     depth_scale: Tuple[float, float] = (1.5, 6.0),
     far_quantile: float = 0.98,
+    min_empty_share: float = 0.0,
     seed: int = 0,
 ) -> Tuple[Tensor, Tensor]:
     """(xyz [Q, 3], rgb uint8 [Q, 3]): points in the cells of the photos (``cells_across`` along
@@ -66,7 +67,8 @@ def background_points(
     ``c2w`` [N, 3, 4] camera-to-world (OpenGL axes), intrinsics per camera [N]; ``images`` [H, W, 3]
     floats in [0, 1] colour the points (grey without them). The depths are log-uniform between
     ``depth_scale`` × the ``far_quantile`` of the SfM points' depths over all photos; ``seed``
-    makes the sampling repeatable. Q = 0 when every cell of every photo has a point.
+    makes the sampling repeatable. Q = 0 when every cell of every photo has a point, or when
+    fewer than ``min_empty_share`` of all cells are empty (the SfM points cover the photos).
     """
     gen = torch.Generator().manual_seed(seed)
     points = points.detach().float().cpu()
@@ -85,6 +87,8 @@ def background_points(
     far = float(torch.quantile(all_z, far_quantile))
     log_lo, log_hi = torch.log(torch.tensor(depth_scale, dtype=torch.float32) * far)
     n_cells = len(c2w) * per_camera_cells
+    if n_pairs < min_empty_share * n_cells:
+        return torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.uint8)
     total = num_points * n_pairs / n_cells
     # whole points per empty cell, the remainder to randomly chosen cells
     per_pair = torch.full((n_pairs,), int(total // n_pairs), dtype=torch.long)

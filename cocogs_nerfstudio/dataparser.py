@@ -226,6 +226,10 @@ class DeblurNerfDataParserConfig(DataParserConfig):
     SfM point projects into: this number × the share of such cells, behind the SfM points, coloured by
     the photo (background_points.py): Gaussians for the blurred background that SfM misses (drinks:
     half the cells, ~2,000 points for 4000). 0: off. Photos covered by SfM points get none."""
+    background_min_empty: float = 0.25
+    """background_points only when at least this share of the photos' cells has no SfM point (drinks:
+    0.51; fern, the Blender and floor scenes, the Blender scene with triangulated points: 0.05-0.11):
+    photos the SfM points cover, frame edges aside, keep their points as they are."""
 
 
 class DeblurNerfDataParser(DataParser):
@@ -259,6 +263,7 @@ class DeblurNerfDataParser(DataParser):
         xyz, rgb = background_points(
             cams.camera_to_worlds, cams.fx[:, 0], cams.fy[:, 0], cams.cx[:, 0], cams.cy[:, 0],
             int(cams.width[0, 0]), int(cams.height[0, 0]), sfm, self.config.background_points, images,
+            min_empty_share=self.config.background_min_empty,
         )
         CONSOLE.log(f"{self.config.data}: {len(xyz)} background seed points where the {len(sfm)} SfM points "
                     "leave the training photos empty")

@@ -61,3 +61,12 @@ def test_a_moved_camera_sees_its_own_empty_cells() -> None:
     rel = xyz - c2w[1, :, 3]
     u = F * rel[:, 0] / -rel[:, 2] + CX
     assert (u >= 8).all()
+
+
+def test_none_below_the_empty_share() -> None:
+    """Half the cells are empty: points with min_empty_share 0.4, none with 0.6."""
+    sfm = _pixel_points([2, 6], [2, 6, 10], 2.0)
+    c2w, fx, fy, cx, cy = _camera()
+    few, _ = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 120, None, cells_across=4, min_empty_share=0.4)
+    none, _ = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 120, None, cells_across=4, min_empty_share=0.6)
+    assert len(few) == 60 and len(none) == 0
