@@ -221,11 +221,11 @@ class DeblurNerfDataParserConfig(DataParserConfig):
     """When images_K for --downscale-factor K is missing, make it in a cache folder
     (``$COCOGS_CACHE``, default ~/.cache/cocogs) instead of failing: images/ shrunk by K, or an
     images_J shrunk by K/J when J divides K (fern: images_8 → images_32). The scene folder is not written."""
-    background_points: int = 0
+    background_points: int = 4000
     """Extra seed points in the cells (1/16 of a photo's longer side) of the training photos that no
     SfM point projects into: this number × the share of such cells, behind the SfM points, coloured by
     the photo (background_points.py): Gaussians for the blurred background that SfM misses (drinks:
-    half the cells, ~2,000 points for 4000). 0: off. Photos covered by SfM points get none."""
+    half the cells, ~2,000 points). 0: off. Photos covered by SfM points get none (below)."""
     background_min_empty: float = 0.25
     """background_points only when at least this share of the photos' cells has no SfM point (drinks:
     0.51; fern, the Blender and floor scenes, the Blender scene with triangulated points: 0.05-0.11):

@@ -47,7 +47,7 @@ def test_fern_split_intrinsics_cameras_points(shared_data: Path) -> None:
 
 def test_drinks_images_4(shared_data: Path) -> None:
     drinks = shared_data / "real_defocus_drinks"
-    train = _parse(drinks, "train", downscale_factor=4)
+    train = _parse(drinks, "train", downscale_factor=4, background_points=0)
     test = _parse(drinks, "test", downscale_factor=4)
     assert len(train.image_filenames) + len(test.image_filenames) == 32
     assert int(train.cameras.width[0]) == 1560 and int(train.cameras.height[0]) == 1040
@@ -174,8 +174,8 @@ def test_background_points_where_drinks_has_no_sfm_points(shared_data: Path, tmp
 
     monkeypatch.setenv("COCOGS_CACHE", str(tmp_path / "cache"))
     drinks = shared_data / "real_defocus_drinks"
-    plain = _parse(drinks, downscale_factor=48, make_downscaled=True)
-    seeded = _parse(drinks, downscale_factor=48, make_downscaled=True, background_points=4000)
+    plain = _parse(drinks, downscale_factor=48, make_downscaled=True, background_points=0)
+    seeded = _parse(drinks, downscale_factor=48, make_downscaled=True)  # the default: 4000
     sfm, both = plain.metadata["points3D_xyz"], seeded.metadata["points3D_xyz"]
     assert len(sfm) == 3002 and torch.equal(both[:3002], sfm)
     added = both[3002:]
@@ -196,3 +196,12 @@ def test_background_points_where_drinks_has_no_sfm_points(shared_data: Path, tmp
     assert dist(added).median() > 1.5 * dist(sfm).max()  # behind the cans
     rgb = seeded.metadata["points3D_rgb"]
     assert rgb.shape == (len(both), 3) and rgb.dtype == torch.uint8 and rgb[3002:].float().std() > 5
+
+
+def test_photos_covered_by_sfm_points_get_no_background_points(shared_data: Path) -> None:
+    """Fern's SfM points cover its photos (8% of the cells empty, frame edges): the default adds none."""
+    fern = shared_data / "llff_fern"
+    default = _parse(fern)
+    plain = _parse(fern, background_points=0)
+    assert torch.equal(default.metadata["points3D_xyz"], plain.metadata["points3D_xyz"])
+    assert len(_parse(fern, background_min_empty=0.0).metadata["points3D_xyz"]) > len(plain.metadata["points3D_xyz"])
