@@ -11,7 +11,7 @@ A scene whose points cover its photos gets none. Plain tensor functions, no nerf
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -53,7 +53,7 @@ def background_points(
     height: int,
     points: Tensor,
     num_points: int,
-    images: Optional[Sequence[Tensor]] = None,
+    images: Union[Sequence[Tensor], Callable[[int], Tensor], None] = None,
     cells_across: int = 16,
     depth_scale: Tuple[float, float] = (1.5, 6.0),
     far_quantile: float = 0.98,
@@ -65,7 +65,8 @@ def background_points(
     the fraction of all cells that are empty, spread evenly over the empty cells.
 
     ``c2w`` [N, 3, 4] camera-to-world (OpenGL axes), intrinsics per camera [N]; ``images`` [H, W, 3]
-    floats in [0, 1] colour the points (grey without them). The depths are log-uniform between
+    floats in [0, 1] colour the points (grey without them); a callable ``i → image`` is called only
+    for the photos that get points. The depths are log-uniform between
     ``depth_scale`` × the ``far_quantile`` of the SfM points' depths over all photos; ``seed``
     makes the sampling repeatable. Q = 0 when every cell of every photo has a point, or when
     fewer than ``min_empty_share`` of all cells are empty (the SfM points cover the photos).
@@ -108,7 +109,7 @@ def background_points(
         ray = torch.stack([(u - float(cx[i])) / float(fx[i]), -(v - float(cy[i])) / float(fy[i]), -torch.ones(k)], -1)
         xyz.append(c2w[i, :3, 3] + (z[:, None] * ray) @ c2w[i, :3, :3].T)
         if images is not None:
-            img = images[i].float().cpu()
+            img = (images(i) if callable(images) else images[i]).float().cpu()
             rows = (v * img.shape[0] / height).long().clamp(0, img.shape[0] - 1)
             cols = (u * img.shape[1] / width).long().clamp(0, img.shape[1] - 1)
             rgb.append((img[rows, cols, :3] * 255).round().clamp(0, 255).to(torch.uint8))

@@ -257,14 +257,18 @@ class DeblurNerfDataParser(DataParser):
 
     def _add_background_points(self, outputs: DataparserOutputs) -> None:
         cams = outputs.cameras
-        images = [torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255.0)
-                  for p in outputs.image_filenames]
+
+        def image(i: int) -> torch.Tensor:  # read only when photo i gets points
+            return torch.from_numpy(np.asarray(Image.open(outputs.image_filenames[i]).convert("RGB"), dtype=np.float32) / 255)
+
         sfm = outputs.metadata["points3D_xyz"]
         xyz, rgb = background_points(
             cams.camera_to_worlds, cams.fx[:, 0], cams.fy[:, 0], cams.cx[:, 0], cams.cy[:, 0],
-            int(cams.width[0, 0]), int(cams.height[0, 0]), sfm, self.config.background_points, images,
+            int(cams.width[0, 0]), int(cams.height[0, 0]), sfm, self.config.background_points, image,
             min_empty_share=self.config.background_min_empty,
         )
+        if len(xyz) == 0:  # the SfM points cover the photos
+            return
         CONSOLE.log(f"{self.config.data}: {len(xyz)} background seed points where the {len(sfm)} SfM points "
                     "leave the training photos empty")
         outputs.metadata["points3D_xyz"] = torch.cat([sfm.float(), xyz.to(sfm.device)])

@@ -70,3 +70,21 @@ def test_none_below_the_empty_share() -> None:
     few, _ = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 120, None, cells_across=4, min_empty_share=0.4)
     none, _ = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 120, None, cells_across=4, min_empty_share=0.6)
     assert len(few) == 60 and len(none) == 0
+
+
+def test_photos_are_read_only_when_they_get_points() -> None:
+    """Camera 0 is covered, camera 1 is not: only photo 1 is read (a callable loads photos lazily)."""
+    sfm = _pixel_points([2, 6, 10, 14], [2, 6, 10], 2.0)
+    c2w, fx, fy, cx, cy = _camera(2)
+    c2w[1, 0, 3] = 1.6
+    read = []
+
+    def load(i: int) -> torch.Tensor:
+        read.append(i)
+        return torch.ones(H, W, 3)
+
+    xyz, rgb = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 240, load, cells_across=4)
+    assert read == [1] and len(xyz) == 60 and (rgb == 255).all()
+    read.clear()
+    background_points(c2w, fx, fy, cx, cy, W, H, sfm, 240, load, cells_across=4, min_empty_share=0.5)
+    assert read == []  # 25% of the cells are empty: below the share, no photo is read
