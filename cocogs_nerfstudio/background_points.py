@@ -75,21 +75,18 @@ def background_points(
     points = points.detach().float().cpu()
     c2w = c2w.detach().float().cpu()
     cell = max(width, height) / cells_across
-    per_camera, depths = [], []
+    per_camera, depths, n_cells = [], [], 0
     for i in range(len(c2w)):
         empty, z = empty_cells(points, c2w[i], float(fx[i]), float(fy[i]), float(cx[i]), float(cy[i]), width, height, cell)
         per_camera.append(empty.nonzero())
         depths.append(z)
-        per_camera_cells = empty.numel()
+        n_cells += empty.numel()
     n_pairs = sum(len(e) for e in per_camera)
-    all_z = torch.cat(depths)
-    if n_pairs == 0 or num_points <= 0 or len(all_z) == 0:
+    all_z = torch.cat(depths) if depths else torch.zeros(0)
+    if n_pairs == 0 or num_points <= 0 or len(all_z) == 0 or n_pairs < min_empty_share * n_cells:
         return torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.uint8)
     far = float(torch.quantile(all_z, far_quantile))
     log_lo, log_hi = torch.log(torch.tensor(depth_scale, dtype=torch.float32) * far)
-    n_cells = len(c2w) * per_camera_cells
-    if n_pairs < min_empty_share * n_cells:
-        return torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.uint8)
     total = num_points * n_pairs / n_cells
     # whole points per empty cell, the remainder to randomly chosen cells
     per_pair = torch.full((n_pairs,), int(total // n_pairs), dtype=torch.long)
