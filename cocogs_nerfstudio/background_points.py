@@ -6,8 +6,8 @@ field photo that is the subject: the blurred background gets no points (real_def
 photo is cut into cells; a cell that no SfM point projects into gets points along rays through it,
 at depths behind the SfM points (log-uniform in ``depth_scale`` × the far SfM depth: the part of a
 defocused photo without points is usually the blurred far background), coloured by the photo,
-each with a size of half its cell at its depth (splatfacto's sizes from the three nearest points
-would be set by the depth spread of these scattered points: ~60 px across on drinks at 390×260).
+each with the width of its cell at its depth (for an optional cap on the initial Gaussian size:
+splatfacto's, from the three nearest points, follows the depth spread of these scattered points).
 A scene whose points cover its photos gets none. Plain tensor functions, no nerfstudio imports.
 """
 
@@ -62,11 +62,10 @@ def background_points(
     min_empty_share: float = 0.0,
     seed: int = 0,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """(xyz [Q, 3], rgb uint8 [Q, 3], size [Q]): points in the cells of the photos (``cells_across`` along
+    """(xyz [Q, 3], rgb uint8 [Q, 3], cell width [Q]): points in the cells of the photos (``cells_across`` along
     the longer side) that no SfM point of ``points`` [P, 3] projects into; about ``num_points`` ×
-    the fraction of all cells that are empty, spread evenly over the empty cells. ``size`` is half
-the width of a cell at the point's depth along its ray (``cell`` × z / (2 fx)), in world units:
-an initial Gaussian scale that covers the cell in the photo the point came from.
+    the fraction of all cells that are empty, spread evenly over the empty cells. The cell width is
+that of the point's cell at its depth along its ray (``cell`` × z / fx), in world units.
 
     ``c2w`` [N, 3, 4] camera-to-world (OpenGL axes), intrinsics per camera [N]; ``images`` [H, W, 3]
     floats in [0, 1] colour the points (grey without them); a callable ``i → image`` is called only
@@ -98,7 +97,7 @@ an initial Gaussian scale that covers the cell in the photo the point came from.
     per_pair[extra] += 1
     pairs = torch.cat([torch.cat([torch.full((len(e), 1), i), e], 1) for i, e in enumerate(per_camera)])
     pairs = pairs.repeat_interleave(per_pair, 0)
-    xyz, rgb, size = [], [], []
+    xyz, rgb, cell_width = [], [], []
     for i in range(len(c2w)):
         rc = pairs[pairs[:, 0] == i, 1:].float()
         k = len(rc)
@@ -109,7 +108,7 @@ an initial Gaussian scale that covers the cell in the photo the point came from.
         z = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(k, generator=gen))
         ray = torch.stack([(u - float(cx[i])) / float(fx[i]), -(v - float(cy[i])) / float(fy[i]), -torch.ones(k)], -1)
         xyz.append(c2w[i, :3, 3] + (z[:, None] * ray) @ c2w[i, :3, :3].T)
-        size.append(0.5 * cell * z / float(fx[i]))
+        cell_width.append(cell * z / float(fx[i]))
         if images is not None:
             img = (images(i) if callable(images) else images[i]).float().cpu()
             rows = (v * img.shape[0] / height).long().clamp(0, img.shape[0] - 1)
@@ -117,4 +116,4 @@ an initial Gaussian scale that covers the cell in the photo the point came from.
             rgb.append((img[rows, cols, :3] * 255).round().clamp(0, 255).to(torch.uint8))
         else:
             rgb.append(torch.full((k, 3), 128, dtype=torch.uint8))
-    return torch.cat(xyz), torch.cat(rgb), torch.cat(size)
+    return torch.cat(xyz), torch.cat(rgb), torch.cat(cell_width)

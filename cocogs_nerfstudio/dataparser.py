@@ -225,11 +225,16 @@ class DeblurNerfDataParserConfig(DataParserConfig):
     """Extra seed points in the cells (1/16 of a photo's longer side) of the training photos that no
     SfM point projects into: this number × the share of such cells, behind the SfM points, coloured by
     the photo (background_points.py): Gaussians for the blurred background that SfM misses (drinks:
-    half the cells, ~2,000 points), each starting half a cell wide. 0: off. Photos covered by SfM points get none (below)."""
+    half the cells, ~2,000 points). 0: off. Photos covered by SfM points get none (below)."""
     background_min_empty: float = 0.25
     """background_points only when at least this share of the photos' cells has no SfM point (drinks:
     0.51; fern, the Blender and floor scenes, the Blender scene with triangulated points: 0.05-0.11):
     photos the SfM points cover, frame edges aside, keep their points as they are."""
+    background_max_size: float = 0.0
+    """Initial scale of a background point's Gaussian at most this many widths of its cell at its
+    depth. 0: splatfacto's scale for every point (mean distance to the three nearest points), which
+    on these scattered points follows their spread in depth (drinks at 390×260: ~60 px, 2.6 cells).
+    Measured on drinks (README): 0.5 makes CPU steps at 390×260 4× faster but costs 0.6-1.3 dB."""
 
 
 class DeblurNerfDataParser(DataParser):
@@ -262,7 +267,7 @@ class DeblurNerfDataParser(DataParser):
             return torch.from_numpy(np.asarray(Image.open(outputs.image_filenames[i]).convert("RGB"), dtype=np.float32) / 255)
 
         sfm = outputs.metadata["points3D_xyz"]
-        xyz, rgb, size = background_points(
+        xyz, rgb, width = background_points(
             cams.camera_to_worlds, cams.fx[:, 0], cams.fy[:, 0], cams.cx[:, 0], cams.cy[:, 0],
             int(cams.width[0, 0]), int(cams.height[0, 0]), sfm, self.config.background_points, image,
             min_empty_share=self.config.background_min_empty,
@@ -273,8 +278,8 @@ class DeblurNerfDataParser(DataParser):
                     "leave the training photos empty")
         outputs.metadata["points3D_xyz"] = torch.cat([sfm.float(), xyz.to(sfm.device)])
         outputs.metadata["points3D_rgb"] = torch.cat([outputs.metadata["points3D_rgb"].to(torch.uint8), rgb])
-        # initial scales of the last len(xyz) seed points (the pipeline applies them)
-        outputs.metadata["background_points_size"] = size
+        if self.config.background_max_size > 0:  # the pipeline caps the last len(xyz) seed points' scales
+            outputs.metadata["background_points_size"] = self.config.background_max_size * width
 
     _cache: Optional[Path] = None
 

@@ -1,5 +1,5 @@
 """The training pipeline: nerfstudio's, plus the per-image focus initialisation of CoCoGaussian and
-the initial size of the background seed points."""
+an optional cap on the initial size of the background seed points."""
 
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ class CoCoGaussianPipeline(VanillaPipeline):
 
     @torch.no_grad()
     def _size_background_points(self) -> None:
-        """Background seed points (dataparser ``background_points``) start at most half a cell of their
-        photo wide: splatfacto's size from the three nearest points would follow the depth spread of
-        these scattered points (drinks at 390×260: ~60 px across, 5× slower steps on the CPU)."""
+        """Background seed points (dataparser ``background_points``) start no larger than the
+        dataparser's ``background_max_size`` asks (when set): splatfacto's scale from the three nearest
+        points follows the depth spread of these scattered points."""
         outputs = getattr(self.datamanager, "train_dataparser_outputs", None)
         size = None if outputs is None else outputs.metadata.get("background_points_size")
         scales = getattr(self.model, "gauss_params", {}).get("scales")
