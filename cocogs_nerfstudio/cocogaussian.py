@@ -78,6 +78,10 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     points; 'sharpness' (default, measured better on photos focused at different depths, see
     README) = median distance of the SfM points each photo shows relatively sharpest
     (focus_init.py). Without SfM points both fall back to the mean distance to the Gaussians."""
+    sharp_loss_weight: float = 0.0
+    """Not in the paper: add this weight × the L1 loss of the sharp render (the base Gaussians
+    alone) against the photo, during CoC training, so that the base cannot lean on the CoC blur
+    where the photos have none (fern). 0: the paper's loss on the blend only."""
     coc_render_scale: float = 1.0
     """Render the M CoC sets at this fraction of the image size and upsample them (bilinear) before
     the blend; the base render stays at full size. They are blurred by construction, and the CNN
@@ -538,6 +542,13 @@ class CoCoGaussianModel(SplatfactoModel):
         return result
 
     # ------------------------------------------------------------------ metrics
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        losses = super().get_loss_dict(outputs, batch, metrics_dict)
+        if self.training and self.config.sharp_loss_weight > 0 and "rgb_sharp" in outputs:
+            gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
+            losses["sharp_loss"] = self.config.sharp_loss_weight * (gt - outputs["rgb_sharp"]).abs().mean()
+        return losses
+
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
