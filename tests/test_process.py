@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import console_script, make_trainer, similarity_residuals
+from helpers import console_script, similarity_residuals, trainer_config
 
 pycolmap = pytest.importorskip("pycolmap")
 
@@ -69,8 +69,14 @@ def test_drinks_photos_register_close_to_the_shipped_poses(processed, shared_dat
 
 @pytest.mark.slow
 def test_processed_scene_trains_evaluates_and_exports(processed, tmp_path: Path) -> None:
+    from cocogs_nerfstudio.runs import seeded_trainer
+
     out, report = processed
-    trainer = make_trainer(out, tmp_path, steps=30, name="drinks", coc_start_step=10)
+    cfg = trainer_config(out, tmp_path, steps=30, name="drinks", coc_start_step=10)
+    # background points start at most half a cell wide: with splatfacto's sizes (~60 px across at
+    # this size) the CPU rasterizer takes ~10 s a step
+    cfg.pipeline.datamanager.dataparser.background_max_size = 0.5
+    trainer = seeded_trainer(cfg)
     trainer.train()
     model = trainer.pipeline.model
     from cocogs_nerfstudio.dataparser import DeblurNerfDataParserConfig
@@ -87,6 +93,7 @@ def test_processed_scene_trains_evaluates_and_exports(processed, tmp_path: Path)
     scale = parsed.dataparser_scale
     assert parsed.metadata["depth_range"] == pytest.approx([v * scale for v in report.depth_range])
     assert model.num_points >= report.points  # every SfM point became a Gaussian (then densified)
+    assert len(parsed.metadata["points3D_xyz"]) > report.points  # and background points were added
     config = tmp_path / "test" / "cocogaussian-small" / "drinks" / "config.yml"
     env = {**os.environ, "TORCHDYNAMO_DISABLE": "1"}
     res = subprocess.run([console_script("ns-eval"), "--load-config", str(config), "--output-path", str(tmp_path / "eval.json")],
