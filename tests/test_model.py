@@ -331,3 +331,20 @@ def test_coc_sets_rendered_at_half_size(demo_scene: Path, tmp_path: Path) -> Non
         out = model.get_outputs(camera)
     assert out["rgb"].shape == out["rgb_sharp"].shape == (72, 96, 3)
     assert torch.equal(model.combined_info()["radii"] > 0, torch.stack([i["radii"] > 0 for i in model._infos]).any(0))
+
+
+def test_sharp_loss_is_the_weighted_l1_of_the_sharp_render(demo_scene: Path, tmp_path: Path) -> None:
+    """``sharp_loss_weight`` w adds w × mean |photo − sharp render| (the base Gaussians alone) to the
+    blend's loss during CoC training; off (0) it adds nothing."""
+    trainer = make_trainer(demo_scene, tmp_path, steps=2, name="sharp", coc_start_step=0, sharp_loss_weight=0.25)
+    model = trainer.pipeline.model
+    model.train()
+    camera, batch = trainer.pipeline.datamanager.next_train(0)
+    outputs = model(camera)
+    losses = model.get_loss_dict(outputs, batch)
+    gt = model.get_gt_img(batch["image"])[..., :3]  # at the resolution schedule's size
+    assert losses["sharp_loss"].item() == pytest.approx(0.25 * (gt - outputs["rgb_sharp"]).abs().mean().item(), rel=1e-5)
+    losses["sharp_loss"].backward()  # reaches the Gaussians, not the networks that only the blend uses
+    assert model.features_dc.grad.abs().sum() > 0 and model.blend_cnn.net[0].weight.grad is None
+    model.config.sharp_loss_weight = 0.0
+    assert "sharp_loss" not in model.get_loss_dict(outputs, batch)
