@@ -62,10 +62,11 @@ def background_points(
     min_empty_share: float = 0.0,
     seed: int = 0,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """(xyz [Q, 3], rgb uint8 [Q, 3], cell width [Q]): points in the cells of the photos (``cells_across`` along
-    the longer side) that no SfM point of ``points`` [P, 3] projects into; about ``num_points`` ×
-    the fraction of all cells that are empty, spread evenly over the empty cells. The cell width is
-that of the point's cell at its depth along its ray (``cell`` × z / fx), in world units.
+    """(xyz [Q, 3], rgb uint8 [Q, 3], cell width [Q]): points in the cells of the photos
+    (``cells_across`` along the longer side) that no SfM point of ``points`` [P, 3] projects into;
+    about ``num_points`` × the fraction of all cells that are empty, spread evenly over the empty
+    cells. The cell width is that of the point's cell at its depth along its ray (``cell`` × z / fx),
+    in world units.
 
     ``c2w`` [N, 3, 4] camera-to-world (OpenGL axes), intrinsics per camera [N]; ``images`` [H, W, 3]
     floats in [0, 1] colour the points (grey without them); a callable ``i → image`` is called only

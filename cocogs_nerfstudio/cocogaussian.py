@@ -544,10 +544,15 @@ class CoCoGaussianModel(SplatfactoModel):
 
     # ------------------------------------------------------------------ metrics
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        """Splatfacto's loss on the blend (Eq. 15), plus ``sharp_loss_weight`` × L1 of the sharp render."""
         losses = super().get_loss_dict(outputs, batch, metrics_dict)
         if self.training and self.config.sharp_loss_weight > 0 and "rgb_sharp" in outputs:
             gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
-            losses["sharp_loss"] = self.config.sharp_loss_weight * (gt - outputs["rgb_sharp"]).abs().mean()
+            sharp = outputs["rgb_sharp"]
+            if "mask" in batch:  # as splatfacto masks its loss
+                mask = self._downscale_if_required(batch["mask"]).to(self.device)
+                gt, sharp = gt * mask, sharp * mask
+            losses["sharp_loss"] = self.config.sharp_loss_weight * (gt - sharp).abs().mean()
         return losses
 
     def get_image_metrics_and_images(
