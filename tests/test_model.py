@@ -346,5 +346,12 @@ def test_sharp_loss_is_the_weighted_l1_of_the_sharp_render(demo_scene: Path, tmp
     assert losses["sharp_loss"].item() == pytest.approx(0.25 * (gt - outputs["rgb_sharp"]).abs().mean().item(), rel=1e-5)
     losses["sharp_loss"].backward()  # reaches the Gaussians, not the networks that only the blend uses
     assert model.features_dc.grad.abs().sum() > 0 and model.blend_cnn.net[0].weight.grad is None
+    # a mask (nerfstudio's batch["mask"]) leaves the masked-out pixels out, as splatfacto's loss does
+    mask = torch.zeros(*batch["image"].shape[:2], 1, dtype=torch.bool)
+    mask[:, : mask.shape[1] // 2] = True
+    masked = model.get_loss_dict(outputs, {**batch, "mask": mask})["sharp_loss"].item()
+    m = model._downscale_if_required(mask).to(gt)
+    assert masked == pytest.approx(0.25 * ((gt - outputs["rgb_sharp"]) * m).abs().mean().item(), rel=1e-5)
+    assert masked < losses["sharp_loss"].item()
     model.config.sharp_loss_weight = 0.0
     assert "sharp_loss" not in model.get_loss_dict(outputs, batch)
