@@ -44,6 +44,21 @@ def coc_diameter(
     raise ValueError(f"unknown CoC form {form!r}")
 
 
+def in_focus_weight(
+    depth: Tensor, focus: Tensor | float, aperture: Tensor | float, focal_px: float | Tensor, tolerance_px: float,
+    form: CocForm = "world",
+) -> Tensor:
+    """Per-pixel weight of the sharp-render loss (not in the paper): 1 where the CoC (Eq. 7) at the
+    pixel's rendered depth, projected to pixels (× f/z), is at most ``tolerance_px``, and
+    ``(tolerance_px / c)²`` beyond it (the share of the blur disc's area one in-focus pixel covers).
+
+    Args: depth z [...] (positive); focus d_F; aperture K; focal_px: focal length in pixels.
+    """
+    depth = depth.clamp_min(1e-6)
+    coc_px = coc_diameter(depth, focus, aperture, form) * focal_px / depth
+    return (tolerance_px / coc_px.clamp_min(1e-12)).square().clamp(max=1.0)
+
+
 def coc_means(means: Tensor, diameter: Tensor, beta: Tensor, directions: Tensor) -> Tensor:
     """Means of the M CoC Gaussian sets (Eq. 9): ``µ_m = µ_B + σ/2 · β_m · d_m``.
 

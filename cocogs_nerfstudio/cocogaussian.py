@@ -25,7 +25,15 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from cocogs_nerfstudio.blend_cnn import BlendCNN
-from cocogs_nerfstudio.coc import coc_diameter, coc_means, coc_quats, coc_scales, fixed_directions, spread_scales
+from cocogs_nerfstudio.coc import (
+    coc_diameter,
+    coc_means,
+    coc_quats,
+    coc_scales,
+    fixed_directions,
+    in_focus_weight,
+    spread_scales,
+)
 from cocogs_nerfstudio.coc_mlp import CocMLP, CocOutputs
 from cocogs_nerfstudio.densification import CocStrategy, merge_render_infos
 from cocogs_nerfstudio.focus_init import focus_from_sharpness
@@ -83,6 +91,12 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     alone) against the photo, during CoC training, so that the base cannot lean on the CoC blur
     where the photos have none. 0: the paper's loss on the blend only. 0.1 measured on six scenes
     (README, Fern): fern +1.1 dB, Blender +0.26, floor, demo up; nowhere down beyond the spread."""
+    sharp_loss_in_focus_px: float = 0.0
+    """Not in the paper: > 0 weights the sharp-render loss per pixel by how in focus the model sees
+    that pixel of the photo: 1 where the CoC at the rendered depth (median learned K, the photo's
+    d_F) is at most this many pixels, (this / CoC)² beyond (coc.in_focus_weight), so that the base
+    Gaussians match the photo where it is sharp and are not pulled towards its blur elsewhere.
+    0: the same weight everywhere."""
     coc_render_scale: float = 1.0
     """Render the M CoC sets at this fraction of the image size and upsample them (bilinear) before
     the blend; the base render stays at full size. They are blurred by construction, and the CNN
@@ -283,17 +297,18 @@ class CoCoGaussianModel(SplatfactoModel):
         scales: Tensor,
         quats: Tensor,
         aperture_scale: float = 1.0,
-    ) -> Tuple[Tensor, Tensor, Tensor]:
-        """Means, scales, quats [M, N, ·] of the CoC sets for a camera at ``centre`` (Eqs. 7-12).
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Means, scales, quats [M, N, ·] of the CoC sets for a camera at ``centre`` (Eqs. 7-12),
+        and K [N] (Eq. 7, × ``aperture_scale``).
 
         ``scales`` are activated; ``aperture_scale`` multiplies the learned K (viewer control).
         """
         cfg = self.config
         out = self.coc_mlp(centre.detach(), means.detach(), scales.detach(), quats.detach())
-        aperture = self.aperture_of(out)
+        aperture = self.aperture_of(out) * aperture_scale
         if cfg.use_coc:
             distance = (means - centre[None]).norm(dim=-1).clamp_min(1e-6)  # d(µ)
-            diameter = coc_diameter(distance, focus, aperture * aperture_scale, cfg.coc_form)
+            diameter = coc_diameter(distance, focus, aperture, cfg.coc_form)
         else:
             diameter = (self.config.aperture_init * self.focus_unit * aperture_scale).expand(means.shape[0])
         beta = out.beta if cfg.use_beta else torch.ones_like(out.beta)
@@ -306,6 +321,7 @@ class CoCoGaussianModel(SplatfactoModel):
             coc_means(means, diameter, beta, directions),
             spread_scales(coc_scales(scales, out.scale_factors), diameter, cfg.coc_spread),
             coc_quats(unit_quats, out.rot_factors),
+            aperture,
         )
 
     def _defocus_setting(self, camera: Cameras, c2w: Tensor) -> Optional[Tuple[Tensor, float]]:
@@ -437,7 +453,10 @@ class CoCoGaussianModel(SplatfactoModel):
         K = scale_intrinsics(intrinsics_matrices(camera), scale, scale)
         viewmat = viewmats_from_camera_to_worlds(c2w)
         self.last_size = (H, W)
-        render_mode = "RGB+ED" if (self.config.output_depth_during_training or not self.training) else "RGB"
+        defocus = self._defocus_setting(camera, c2w)
+        in_focus_px = self.config.sharp_loss_in_focus_px if self.training and defocus is not None else 0.0
+        depth_needed = self.config.output_depth_during_training or not self.training or in_focus_px > 0
+        render_mode = "RGB+ED" if depth_needed else "RGB"
         background = self._get_background_color()
 
         scales = torch.exp(log_scales)
@@ -448,7 +467,6 @@ class CoCoGaussianModel(SplatfactoModel):
         psf = getattr(self, "in_focus_psf", None) or (lambda image: image)
         outputs: Dict[str, Union[Tensor, List]] = {"rgb": psf(rgb), "depth": depth, "accumulation": alpha}
 
-        defocus = self._defocus_setting(camera, c2w)
         if defocus is not None:
             focus, aperture_scale = defocus
             sets = self.coc_gaussian_sets(_camera_centre(c2w), focus, means, scales, quats, aperture_scale)
@@ -469,6 +487,11 @@ class CoCoGaussianModel(SplatfactoModel):
             # [H, W, C] outputs only (the viewer offers each as a choice): the blend, the sharp
             # render, and the blend weight of the sharp render (1 = the CNN sees this pixel in focus)
             outputs.update(rgb=psf(blurred), rgb_sharp=outputs["rgb"], in_focus_weight=weights[-1])
+            if in_focus_px > 0:  # where the photo is in focus for the model: the sharp loss's weights
+                aperture = sets[3].detach().median()
+                outputs["sharp_loss_weights"] = in_focus_weight(
+                    depth.detach(), focus.detach(), aperture, K[0, 0, 0], in_focus_px, self.config.coc_form
+                )  # [H, W, 1]
 
         if self.training and torch.is_grad_enabled():
             optimizers = getattr(self, "optimizers", {})  # set by step_cb, before the first training step
@@ -552,7 +575,10 @@ class CoCoGaussianModel(SplatfactoModel):
             if "mask" in batch:  # as splatfacto masks its loss
                 mask = self._downscale_if_required(batch["mask"]).to(self.device)
                 gt, sharp = gt * mask, sharp * mask
-            losses["sharp_loss"] = self.config.sharp_loss_weight * (gt - sharp).abs().mean()
+            error = (gt - sharp).abs()
+            if "sharp_loss_weights" in outputs:  # sharp_loss_in_focus_px
+                error = error * outputs["sharp_loss_weights"]
+            losses["sharp_loss"] = self.config.sharp_loss_weight * error.mean()
         return losses
 
     def get_image_metrics_and_images(

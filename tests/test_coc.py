@@ -14,6 +14,7 @@ from cocogs_nerfstudio.coc import (
     coc_quats,
     coc_scales,
     fixed_directions,
+    in_focus_weight,
     frequency_encode,
     thin_lens_blur_px,
 )
@@ -161,3 +162,14 @@ def test_spread_scales_add_the_disc_radius_in_quadrature() -> None:
     assert spread_scales(scales, diameter, 0.0) is scales  # Eq. 10 alone
     # in focus (σ = 0) nothing changes
     assert torch.equal(spread_scales(scales, torch.zeros(1), 0.5), scales)
+
+
+def test_in_focus_weight_by_hand() -> None:
+    """CoC in pixels = σ(z) · f / z; weight 1 up to the tolerance, (tolerance / CoC)² beyond."""
+    depth = torch.tensor([4.0, 2.0, 3.6, 8.0])
+    # world form, K = 0.1, f = 100 px, d_F = 4: CoC = 100 · 0.1 · |1/z − 1/4| = 0, 2.5, 0.28, 1.25 px
+    w = in_focus_weight(depth, 4.0, 0.1, 100.0, 1.0, "world")
+    assert w.tolist() == pytest.approx([1.0, (1 / 2.5) ** 2, 1.0, (1 / 1.25) ** 2])
+    # sensor form: σ = K|1/z − 1/d_F| in world units at z, so CoC = 100 · 0.1 · 0.25 / 2 = 1.25 px at z = 2
+    w = in_focus_weight(depth[1:2], 4.0, 0.1, 100.0, 0.5, "sensor")
+    assert w.tolist() == pytest.approx([(0.5 / 1.25) ** 2])

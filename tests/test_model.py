@@ -223,7 +223,7 @@ def test_h_theta_sees_a_detached_camera(coc_trainer) -> None:
 
     model.coc_mlp.forward = spy
     centre = torch.tensor([0.1, 0.2, 0.3], requires_grad=True)
-    means, _, _ = model.coc_gaussian_sets(centre, torch.tensor(5.0), model.means, torch.exp(model.scales), model.quats)
+    means, _, _, _ = model.coc_gaussian_sets(centre, torch.tensor(5.0), model.means, torch.exp(model.scales), model.quats)
     assert seen == {"centre requires grad": False}
     means.sum().backward()  # the camera still enters through its distance to each Gaussian (Eq. 7)
     assert centre.grad is not None and torch.isfinite(centre.grad).all()
@@ -355,3 +355,13 @@ def test_sharp_loss_is_the_weighted_l1_of_the_sharp_render(demo_scene: Path, tmp
     assert masked < losses["sharp_loss"].item()
     model.config.sharp_loss_weight = 0.0
     assert "sharp_loss" not in model.get_loss_dict(outputs, batch)
+    # sharp_loss_in_focus_px: per-pixel weights from the CoC at the rendered depth, no gradient
+    assert "sharp_loss_weights" not in outputs
+    model.config.sharp_loss_weight, model.config.sharp_loss_in_focus_px = 0.25, 1.0
+    outputs = model(camera)
+    weights = outputs["sharp_loss_weights"]
+    assert weights.shape == (*gt.shape[:2], 1) and not weights.requires_grad
+    assert 0 < weights.min() < 1 and weights.max() == 1  # the demo's photos: in focus at one plane only
+    losses = model.get_loss_dict(outputs, batch)
+    expected = 0.25 * ((gt - outputs["rgb_sharp"]).abs() * weights).mean()
+    assert losses["sharp_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
