@@ -335,8 +335,11 @@ def test_coc_sets_rendered_at_half_size(demo_scene: Path, tmp_path: Path) -> Non
 
 def test_sharp_loss_is_the_weighted_l1_of_the_sharp_render(demo_scene: Path, tmp_path: Path) -> None:
     """``sharp_loss_weight`` w adds w × mean |photo − sharp render| (the base Gaussians alone) to the
-    blend's loss during CoC training; off (0) it adds nothing."""
-    trainer = make_trainer(demo_scene, tmp_path, steps=2, name="sharp", coc_start_step=0, sharp_loss_weight=0.25)
+    blend's loss during CoC training; off (0) it adds nothing. ``sharp_loss_in_focus_px`` > 0 (the
+    default) weights it per pixel by how in focus the model sees the photo there."""
+    trainer = make_trainer(
+        demo_scene, tmp_path, steps=2, name="sharp", coc_start_step=0, sharp_loss_weight=0.25, sharp_loss_in_focus_px=0.0
+    )
     model = trainer.pipeline.model
     model.train()
     camera, batch = trainer.pipeline.datamanager.next_train(0)
