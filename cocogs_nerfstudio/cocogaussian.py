@@ -456,7 +456,8 @@ class CoCoGaussianModel(SplatfactoModel):
         viewmat = viewmats_from_camera_to_worlds(c2w)
         self.last_size = (H, W)
         defocus = self._defocus_setting(camera, c2w)
-        in_focus_px = self.config.sharp_loss_in_focus_px if self.training and defocus is not None else 0.0
+        sharp_loss_on = self.training and defocus is not None and self.config.sharp_loss_weight > 0
+        in_focus_px = self.config.sharp_loss_in_focus_px if sharp_loss_on else 0.0  # no depth or weights unused
         depth_needed = self.config.output_depth_during_training or not self.training or in_focus_px > 0
         render_mode = "RGB+ED" if depth_needed else "RGB"
         background = self._get_background_color()
