@@ -153,6 +153,19 @@ def steady_step_time(times: List[float], start: float) -> float:
     return float(np.median(durations[-max(1, len(durations) // 4) :]))
 
 
+def matmul_gflops(seconds: float = 0.5, n: int = 512) -> float:
+    """This machine's float32 matmul rate on the CPU, at the benchmark's thread count, as the run
+    began: a reference that makes s/step comparable between machines (the same commit ran 2× slower
+    on one 2-core machine than on another, 2026-11-28)."""
+    a = torch.randn(n, n)
+    a @ a  # warm-up
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ a
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+
+
 def render_fps(model, camera, render, repeats: int) -> float:
     """Frames per second of ``render(camera)`` (after one warm-up frame)."""
     render(camera)
@@ -575,6 +588,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             views_and_speed(r["variant"], pipeline, args, out, measure_speed=False)
         figure(out, [r["variant"] for r in first])
         return
+    gflops = matmul_gflops()
     results = []
     for seed in seeds:  # the figure shows the first seed; the others' images go to seed<N>/
         image_dir = out if seed == seeds[0] else out / f"seed{seed}"
@@ -596,8 +610,10 @@ def main(argv: Optional[List[str]] = None) -> None:
             **{f"data.{key}": value for key, value in args.data_settings.items()},
         },
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {device}, torch {torch.__version__}",
+        "machine": f"{platform.machine()}, {device}, {torch.get_num_threads()} torch threads, "
+        f"CPU matmul {gflops:.0f} GFLOP/s at the start, torch {torch.__version__}",
         "commit": commit or "unknown",
+        "cpu_matmul_gflops": gflops,
     }
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     (out / "results.md").write_text(markdown(results, meta))

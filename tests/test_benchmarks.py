@@ -23,6 +23,8 @@ def test_benchmark_command_writes_results_table_and_figure(demo_scene: Path, tmp
     results = {r["variant"]: r for r in saved["results"]}
     assert list(results) == ["baseline", "cocogaussian", "upper_bound"]
     assert saved["meta"]["steps"] == 20 and saved["meta"]["size"] == size
+    machine = saved["meta"]["machine"]  # the machine's speed beside its s/step
+    assert saved["meta"]["cpu_matmul_gflops"] > 0 and f"{saved['meta']['cpu_matmul_gflops']:.0f} GFLOP/s" in machine
     for r in results.values():
         assert 5 < r["psnr"] < 60 and 0 < r["ssim"] <= 1 and r["fps_sharp"] > 0
         assert 0 < r["s_per_step_steady"] and r["s_per_step"] > 0
