@@ -82,17 +82,14 @@ def test_processed_scene_trains_evaluates_and_exports(processed, tmp_path: Path)
     trainer = seeded_trainer(cfg)
     trainer.train()
     model = trainer.pipeline.model
-    from cocogs_nerfstudio.dataparser import DeblurNerfDataParserConfig
-
-    small = DeblurNerfDataParserConfig(data=out, downscale_factor=4).setup().get_dataparser_outputs("train")
-    assert small.image_filenames[0].parent.name == "images_4"
-    assert int(small.cameras.width[0]) == report.camera["width"] // 4
-    with Image.open(small.image_filenames[0]) as im:  # nerfstudio refuses a size that differs
-        assert im.size == (int(small.cameras.width[0]), int(small.cameras.height[0]))
+    parsed = trainer.pipeline.datamanager.train_dataparser_outputs  # what the trainer read: images_4
+    assert parsed.image_filenames[0].parent.name == "images_4"
+    assert int(parsed.cameras.width[0]) == report.camera["width"] // 4
+    with Image.open(parsed.image_filenames[0]) as im:  # nerfstudio refuses a size that differs
+        assert im.size == (int(parsed.cameras.width[0]), int(parsed.cameras.height[0]))
     for f in (2, 4, 8):
-        with Image.open(out / f"images_{f}" / small.image_filenames[0].name) as im:
+        with Image.open(out / f"images_{f}" / parsed.image_filenames[0].name) as im:
             assert im.size == (report.camera["width"] // f, report.camera["height"] // f)
-    parsed = trainer.pipeline.datamanager.train_dataparser_outputs
     scale = parsed.dataparser_scale
     assert parsed.metadata["depth_range"] == pytest.approx([v * scale for v in report.depth_range])
     assert model.num_points >= report.points  # every SfM point became a Gaussian (then densified)
