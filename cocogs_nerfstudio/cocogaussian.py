@@ -104,8 +104,9 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     the blend; the base render stays at full size. They are blurred by construction, and the CNN
     picks the base render where the photo is sharp. 1: the paper (M+1 full-size renders)."""
     batch_coc_sets: bool = True
-    """On CUDA, render the M CoC sets in one gsplat call (the sets as a batch of M cameras) instead
-    of M calls: the same images and gradients with fewer kernel launches (see README)."""
+    """Render the M CoC sets in one batch (the sets as M cameras) instead of M calls: the same
+    images and gradients. On CUDA one gsplat call, fewer kernel launches; on the CPU one
+    projection and shading of all sets, then each set composited (see README)."""
     densify_grad_combine: Literal["sum", "mean"] = "sum"
     """How the screen-space gradients of the M+1 renders of a base Gaussian are combined for
     densification: 'sum' (default, measured: 'mean' under-densifies) or 'mean' (official code)."""

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 import torch
 from torch import Tensor
 
-from cocogs_nerfstudio.torch_rasterizer import rasterize_torch
+from cocogs_nerfstudio.torch_rasterizer import rasterize_sets_torch, rasterize_torch
 
 Backend = Literal["auto", "gsplat", "torch"]
 
@@ -108,11 +108,11 @@ def rasterize_sets(
         colors [N, D] or SH [N, K, 3] with ``sh_degree``, viewmats [1, 4, 4], Ks [1, 3, 3].
     Returns:
         renders [S, H, W, D], alphas [S, H, W, 1] and the renders' info dicts for the strategy
-        (:func:`~cocogs_nerfstudio.densification.merge_render_infos` merges either form): on gsplat
-        one info of the S sets, rendered in one batch as if by S cameras (one projection, one tile
-        sort, one rasterization: a step launches a fifth of the kernels); on the torch backend one
-        info per set, rendered one by one (also on gsplat with ``batch=False``). Same images,
-        gradients and merged statistics.
+        (:func:`~cocogs_nerfstudio.densification.merge_render_infos` merges either form): one info
+        of the S sets, rendered in one batch as if by S cameras (gsplat: one projection, one tile
+        sort, one rasterization, a fifth of the kernels a step launches; torch: one projection and
+        shading of the S·N Gaussians, then each set composited); with ``batch=False`` one info per
+        set, rendered one by one. Same images, gradients and merged statistics.
     """
     if means.shape[0] == 0:  # M = 0: no CoC sets
         channels = 3 if sh_degree is not None else colors.shape[-1]
@@ -122,6 +122,12 @@ def rasterize_sets(
             means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane, eps2d,
             sh_degree, rasterize_mode, absgrad,
         )  # fmt: skip
+    if batch:
+        render, alpha, info = rasterize_sets_torch(
+            means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=near_plane,
+            far_plane=far_plane, eps2d=eps2d, sh_degree=sh_degree, rasterize_mode=rasterize_mode, absgrad=absgrad,
+        )  # fmt: skip
+        return render, alpha, [info]
     renders, alphas, infos = [], [], []
     for m in range(means.shape[0]):
         render, alpha, info = rasterize(

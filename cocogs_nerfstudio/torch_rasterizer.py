@@ -17,17 +17,18 @@ overlaps, so contributions beyond 3σ (at most ``opacity·e^-4.5 ≈ 0.011``) ar
 transmittance is accumulated in float64.
 
 It is sparse: only (Gaussian, pixel) pairs inside each splat's box are formed, in row bands of
-at most ``max_pairs`` pairs, so memory stays bounded. The compositing of the pairs has a
-hand-written backward (``_CompositeBand``: the same derivatives autograd takes, ~3× less time
-and memory than a graph over every pair); projection and colours use autograd. The
-``absgrad`` statistic of gsplat (sum over pixels of |∂L/∂mean2d| per pixel) is provided too, as
-``info["means2d"].absgrad`` after backward.
+at most ``max_pairs`` pairs, so memory stays bounded; each box row is a row of a dense block, so
+the pairs' alphas are broadcast arithmetic, and only pairs whose alpha reaches 1/255 are kept and
+sorted by pixel. The compositing has a hand-written backward (``_CompositeCamera``: the same
+derivatives autograd takes, without a graph over every pair); projection and colours use
+autograd. The ``absgrad`` statistic of gsplat (sum over pixels of |∂L/∂mean2d| per pixel) is
+provided too, as ``info["means2d"].absgrad`` after backward.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -123,13 +124,14 @@ def project_gaussians(
     Returns radii [C, N] (int32, 0 = culled), means2d [C, N, 2], depths [C, N],
     conics [C, N, 3] (upper triangle of Σ₂D⁻¹) and, if asked, antialiasing compensations [C, N].
     """
+    C, N = viewmats.shape[0], means.shape[0]
     R = viewmats[:, :3, :3]
     t = viewmats[:, :3, 3]
-    means_c = torch.einsum("cij,nj->cni", R, means) + t[:, None, :]
-    rot = quat_to_rotmat(quats)
-    M = rot * scales[:, None, :]
-    covars = M @ M.transpose(-1, -2)  # [N, 3, 3]  (Eq. 2)
-    covars_c = torch.einsum("cij,njk,clk->cnil", R, covars, R)  # W Σ Wᵀ
+    means_c = torch.matmul(means[None], R.transpose(1, 2)) + t[:, None, :]  # [C, N, 3]
+    # Σ = M Mᵀ with M = rot·diag(scale) (Eq. 2); in camera space W Σ Wᵀ = (W M)(W M)ᵀ. The rows of
+    # (W M)ᵀ for all Gaussians are one [3N, 3] × [3, 3] product per camera.
+    M = quat_to_rotmat(quats) * scales[:, None, :]
+    WM = torch.matmul(M.transpose(1, 2).reshape(1, 3 * N, 3), R.transpose(1, 2)).reshape(C, N, 3, 3).transpose(2, 3)
 
     depths = means_c[..., 2]
     in_range = (depths > near_plane) & (depths < far_plane)
@@ -145,13 +147,14 @@ def project_gaussians(
     x, y = means_c[..., 0], means_c[..., 1]
     tx = tz * torch.maximum(torch.minimum(x / tz, lim_x_pos), -lim_x_neg)
     ty = tz * torch.maximum(torch.minimum(y / tz, lim_y_pos), -lim_y_neg)
-    zero = torch.zeros_like(tz)
-    J = torch.stack([fx / tz, zero, -fx * tx / tz**2, zero, fy / tz, -fy * ty / tz**2], dim=-1)
-    J = J.reshape(*tz.shape, 2, 3)
-    cov2d = J @ covars_c @ J.transpose(-1, -2)
-    means2d = torch.stack([fx * x / tz + cx, fy * y / tz + cy], dim=-1)
+    # J W M, with the perspective Jacobian J = [[fx/z, 0, −fx·tx/z²], [0, fy/z, −fy·ty/z²]] (Eq. 3);
+    # Σ₂D = (J W M)(J W M)ᵀ
+    inv_z = 1.0 / tz
+    row0 = (fx * inv_z)[..., None] * (WM[..., 0, :] - (tx * inv_z)[..., None] * WM[..., 2, :])
+    row1 = (fy * inv_z)[..., None] * (WM[..., 1, :] - (ty * inv_z)[..., None] * WM[..., 2, :])
+    means2d = torch.stack([fx * x * inv_z + cx, fy * y * inv_z + cy], dim=-1)
 
-    a, b, c = cov2d[..., 0, 0], 0.5 * (cov2d[..., 0, 1] + cov2d[..., 1, 0]), cov2d[..., 1, 1]
+    a, b, c = (row0 * row0).sum(-1), (row0 * row1).sum(-1), (row1 * row1).sum(-1)
     det_orig = a * c - b * b
     a, c = a + eps2d, c + eps2d
     det = a * c - b * b
@@ -186,26 +189,13 @@ def splat_extent(conics: Tensor, opacities: Tensor, radii: Tensor) -> Tuple[Tens
     return rx, ry
 
 
-def _pair_grid(
-    x0: Tensor, y0: Tensor, w: Tensor, h: Tensor
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """Enumerate every pixel of each box: (box index, px, py), boxes in order."""
-    counts = w * h
-    total = int(counts.sum().item())
-    box = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-    start = torch.cumsum(counts, 0) - counts
-    local = torch.arange(total, device=counts.device) - start.index_select(0, box)
-    wb = w.index_select(0, box)
-    return box, x0.index_select(0, box) + local % wb, y0.index_select(0, box) + torch.div(local, wb, rounding_mode="floor")
-
-
-def _pair_offsets(means2d: Tensor, conics: Tensor, ids: Tensor, px: Tensor, py: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """(dx, dy, σ) of (Gaussian ``ids``, pixel) pairs: d = mean2d − pixel centre, σ = ½ dᵀ Σ₂D⁻¹ d."""
-    m = means2d.index_select(0, ids)
-    dx = m[:, 0] - (px.to(m.dtype) + 0.5)
-    dy = m[:, 1] - (py.to(m.dtype) + 0.5)
-    con = conics.index_select(0, ids)
-    return dx, dy, 0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) + con[:, 1] * dx * dy
+def _pair_terms(q: Tensor, px: Tensor, py: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(dx, dy, σ, e^{−σ}) of (splat, pixel) pairs, given each pair's splat row of ``q`` [6, P]
+    (mean x, y, conic a, b, c, opacity): d = mean2d − pixel centre, σ = ½ dᵀ Σ₂D⁻¹ d."""
+    dx = q[0] - (px.to(q.dtype) + 0.5)
+    dy = q[1] - (py.to(q.dtype) + 0.5)
+    sigma = 0.5 * (q[2] * dx * dx + q[4] * dy * dy) + q[3] * dx * dy
+    return dx, dy, sigma, torch.exp(-sigma)
 
 
 class _Runs:
@@ -235,17 +225,77 @@ class _Runs:
         return run_values.new_zeros(n_pixels).index_copy_(0, self.pix, run_values)
 
 
-class _CompositeBand(torch.autograd.Function):
-    """Front-to-back compositing of one band's (Gaussian, pixel) pairs (paper Eqs. 1 and 4).
+class _Boxes:
+    """The pixel boxes [x0, x1) × [y0, y1) of one camera's visible splats ``ids`` (depth order),
+    cut into row bands of at most ``max_pairs`` (splat, pixel) pairs so that memory stays bounded."""
 
-    Pairs come sorted by pixel, and by depth within a pixel. Forward gives the band's colour sum
-    Σ αᵢ Tᵢ cᵢ [P, D] and Σ log(1 − αᵢ) [P] (float64) per pixel; backward is written out by hand
-    (the same derivatives autograd would take through every pair, without its per-pair graph):
+    def __init__(self, ids: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor, width: int, height: int, max_pairs: int) -> None:
+        self.ids, self.x0, self.y0, self.y1 = ids, x0, y0, y1
+        self.w = (x1 - x0).clamp_min(0)
+        self.width, self.height = width, height
+        total = int((self.w * (y1 - y0).clamp_min(0)).sum().item())
+        self.band_h = math.ceil(height / max(1, min(height, math.ceil(total / max_pairs))))
+
+    def pairs(self, par: Tensor) -> Iterator[Tuple[Tensor, Tensor]]:
+        """Per band, the (splat, pixel) pairs whose alpha reaches 1/255: (splat as an index into
+        ``ids``, pixel y·width + x), sorted by pixel and by depth within a pixel.
+
+        ``par`` [6, n]: mean x, y, conic a, b, c and opacity of each splat. The box rows (splat, y)
+        are grouped by width rounded up to a power of two, cw; each group is a dense [rows, cw]
+        block, so the pairs' σ and alpha are broadcast arithmetic, not per-pair gathers.
+        """
+        n = len(self.ids)
+        dev = par.device
+        # sort key of a pair: pixel·n + depth rank (unique); int32 sorts twice as fast where it fits
+        key_dtype = torch.int32 if self.width * self.height * max(n, 1) < 2**31 else torch.int64
+        for ya in range(0, self.height, self.band_h):
+            by0, by1 = self.y0.clamp(min=ya), self.y1.clamp(max=min(self.height, ya + self.band_h))
+            h = torch.where(self.w > 0, (by1 - by0).clamp_min(0), 0)
+            rid = torch.repeat_interleave(torch.arange(n, device=dev), h)  # the splat of each box row
+            if len(rid) == 0:
+                continue
+            y = by0.index_select(0, rid) + torch.arange(len(rid), device=dev) - (torch.cumsum(h, 0) - h).index_select(0, rid)
+            bits = torch.frexp((self.w.index_select(0, rid) - 1).to(par.dtype)).exponent  # cw = 2^bits ≥ w
+            bits, order = torch.sort(bits, stable=True)
+            rid, y = rid.index_select(0, order), y.index_select(0, order)
+            x0, w = self.x0.index_select(0, rid), self.w.index_select(0, rid)
+            q = par.index_select(1, rid)[..., None]
+            dy = q[1] - (y.to(par.dtype)[:, None] + 0.5)
+            row_key = ((y * self.width + x0) * n + rid).to(key_dtype)
+            keys, first = [], 0
+            for b, count in enumerate(torch.bincount(bits).tolist()):
+                if count == 0:
+                    continue
+                rows, cw = slice(first, first + count), 1 << b
+                first += count
+                xs = torch.arange(cw, device=dev)
+                dx = q[0, rows] - ((x0[rows, None] + xs).to(par.dtype) + 0.5)
+                dyr = dy[rows]
+                sigma = 0.5 * (q[2, rows] * dx * dx + q[4, rows] * dyr * dyr) + q[3, rows] * dx * dyr
+                alpha = torch.clamp(q[5, rows] * torch.exp(-sigma), max=ALPHA_MAX)
+                flat = ((xs < w[rows, None]) & (sigma >= 0) & (alpha >= ALPHA_MIN)).view(-1).nonzero().squeeze(1)
+                keys.append(row_key[rows].index_select(0, flat >> b) + ((flat & (cw - 1)) * n).to(key_dtype))
+            key = torch.sort(torch.cat(keys)).values
+            if len(key) > 0:
+                pix = torch.div(key, n, rounding_mode="floor")
+                yield (key - pix * n).long(), pix.long()
+
+
+class _CompositeCamera(torch.autograd.Function):
+    """Front-to-back compositing of one camera's splats (paper Eqs. 1 and 4).
+
+    Per band, the (splat, pixel) pairs whose alpha reaches 1/255 are sorted by pixel (stable, so
+    depth order within a pixel); each pixel's transmittance is a cumulative sum of log(1 − α) along
+    its run. Forward gives the colour sum Σ αᵢ Tᵢ cᵢ [n_pixels, D] and Σ log(1 − αᵢ) [n_pixels]
+    (float64); backward is written out by hand (the derivatives autograd would take through every
+    pair, without its per-pair graph):
 
     * ∂/∂cᵢ = αᵢ Tᵢ g;  ∂/∂αᵢ = Tᵢ cᵢ·g − (Σ_{j>i} αⱼ Tⱼ cⱼ·g + g_logT) / (1 − αᵢ);
     * αᵢ = min(0.999, oᵢ e^{−σᵢ}), σᵢ = ½ dᵀ Σ₂D⁻¹ d with d = mean2d − pixel centre.
 
     The pixel's stop (Tᵢ₊₁ ≤ 1e-4 ends it) is a constant of the backward pass, as in gsplat.
+    Per-pair values are rows of [k, P] tensors: on the CPU, gathers and the per-splat sums
+    (``index_add_`` along the pairs) are several times faster than on [P, k] rows.
     """
 
     @staticmethod
@@ -255,87 +305,107 @@ class _CompositeBand(torch.autograd.Function):
         conics: Tensor,
         colors: Tensor,
         opacities: Tensor,
-        gid: Tensor,
-        px: Tensor,
-        py: Tensor,
-        pix: Tensor,
-        n_pixels: int,
+        boxes: _Boxes,
         absgrad_buf: Optional[Tensor],
     ) -> Tuple[Tensor, Tensor]:
-        dx, dy, sigma = _pair_offsets(means2d, conics, gid, px, py)
-        falloff = torch.exp(-sigma)
-        alpha = torch.clamp(opacities.index_select(0, gid) * falloff, max=ALPHA_MAX)
-        log1m = torch.log1p(-alpha.double())
-        runs = _Runs(pix)
-        excl = runs.before(log1m)  # log T before each pair
-        alive = (excl + log1m) > math.log(T_MIN)  # T after this pair stays above 1e-4
-        trans = torch.exp(excl).to(alpha.dtype)
-        weight = alpha * trans * alive
-        col = colors.index_select(0, gid)
-        out = colors.new_zeros(n_pixels, colors.shape[1]).index_add_(0, pix, weight[:, None] * col)
-        log_t = runs.to_pixels(runs.totals(log1m * alive), n_pixels)
-        ctx.save_for_backward(means2d, conics, colors, opacities, gid, pix, dx, dy, falloff, trans, weight, alive)
-        ctx.runs = runs
-        ctx.absgrad_buf = absgrad_buf
-        return out, log_t
+        # the visible splats in depth order, one column each: mean x, y, conic a, b, c, opacity
+        par = torch.cat([means2d.t(), conics.t(), opacities[None]]).index_select(1, boxes.ids)
+        col = colors.t().index_select(1, boxes.ids)  # [D, n]
+        n_pixels = boxes.width * boxes.height
+        out = colors.new_zeros(colors.shape[1], n_pixels)
+        log_t = torch.zeros(n_pixels, dtype=torch.float64, device=means2d.device)
+        keep_for_backward = any(ctx.needs_input_grad[:4])
+        bands = []
+        for lid, pix in boxes.pairs(par):
+            q = par.index_select(1, lid)
+            dx, dy, _, falloff = _pair_terms(q, pix % boxes.width, torch.div(pix, boxes.width, rounding_mode="floor"))
+            raw = q[5] * falloff
+            alpha = torch.clamp(raw, max=ALPHA_MAX)
+            log1m = torch.log1p(-alpha.double())
+            runs = _Runs(pix)
+            excl = runs.before(log1m)  # log T before each pair
+            alive = (excl + log1m) > math.log(T_MIN)  # T after this pair stays above 1e-4
+            trans = torch.exp(excl).to(alpha.dtype)
+            weight = alpha * trans * alive
+            c = col.index_select(1, lid)
+            out.index_add_(1, pix, c * weight)
+            log_t += runs.to_pixels(runs.totals(log1m * alive), n_pixels)
+            if keep_for_backward:
+                bands.append((lid, pix, runs, q, c, dx, dy, falloff, raw, trans, weight, alive))
+        ctx.bands, ctx.ids, ctx.absgrad_buf = bands, boxes.ids, absgrad_buf
+        ctx.n_splats = means2d.shape[0]
+        return out.t(), log_t
 
     @staticmethod
     def backward(ctx: Any, g_out: Tensor, g_log_t: Tensor):  # type: ignore[override]
-        means2d, conics, colors, opacities, gid, pix, dx, dy, falloff, trans, weight, alive = ctx.saved_tensors
-        runs = ctx.runs
-        g_pair = g_out.index_select(0, pix)
-        col = colors.index_select(0, gid)
-        c_dot_g = (col * g_pair).sum(1)
-        contrib = (weight * c_dot_g).double()  # αⱼ Tⱼ cⱼ·g, zero past the pixel's stop
-        incl = contrib + runs.before(contrib)
-        after = runs.totals(contrib).index_select(0, runs.run_of_pair) - incl  # Σ over later pairs
-        raw = opacities.index_select(0, gid) * falloff
-        one_minus = 1.0 - torch.clamp(raw, max=ALPHA_MAX).double()
-        g_alpha = trans * c_dot_g - ((after + g_log_t.double().index_select(0, pix)) / one_minus).to(trans.dtype)
-        g_raw = g_alpha * alive * (raw <= ALPHA_MAX)  # the clamp at 0.999 passes no gradient
-        g_sigma = -g_raw * raw
-        con = conics.index_select(0, gid)
-        g_dx = g_sigma * (con[:, 0] * dx + con[:, 1] * dy)
-        g_dy = g_sigma * (con[:, 2] * dy + con[:, 1] * dx)
-        # one scatter for every per-Gaussian gradient: colours, mean2d, conic, opacity, |mean2d|
-        per_pair = [weight[:, None] * g_pair, g_dx[:, None], g_dy[:, None]]
-        per_pair += [g_sigma[:, None] * torch.stack([0.5 * dx * dx, dx * dy, 0.5 * dy * dy], dim=1)]
-        per_pair += [(g_raw * falloff)[:, None], g_dx.abs()[:, None], g_dy.abs()[:, None]]
-        acc = means2d.new_zeros(len(means2d), colors.shape[1] + 8).index_add_(0, gid, torch.cat(per_pair, 1))
-        grad_colors, grad_means2d, grad_conics, grad_opac, absgrad = acc.split([colors.shape[1], 2, 3, 1, 2], 1)
+        D = g_out.shape[1]
+        g_out_t = g_out.t().contiguous()  # [D, n_pixels]
+        g_log_t = g_log_t.double()
+        # per visible splat: colour [D], mean2d [2], conic [3], opacity, |mean2d| [2]
+        acc = g_out.new_zeros(D + 8, len(ctx.ids))
+        for lid, pix, runs, q, c, dx, dy, falloff, raw, trans, weight, alive in ctx.bands:
+            g_pair = g_out_t.index_select(1, pix)
+            c_dot_g = (c * g_pair).sum(0)
+            contrib = (weight * c_dot_g).double()  # αⱼ Tⱼ cⱼ·g, zero past the pixel's stop
+            incl = contrib + runs.before(contrib)
+            after = runs.totals(contrib).index_select(0, runs.run_of_pair) - incl  # Σ over later pairs
+            one_minus = 1.0 - torch.clamp(raw, max=ALPHA_MAX).double()
+            g_alpha = trans * c_dot_g - ((after + g_log_t.index_select(0, pix)) / one_minus).to(trans.dtype)
+            g_raw = g_alpha * alive * (raw <= ALPHA_MAX)  # the clamp at 0.999 passes no gradient
+            g_sigma = -g_raw * raw
+            g_dx = g_sigma * (q[2] * dx + q[3] * dy)
+            g_dy = g_sigma * (q[4] * dy + q[3] * dx)
+            rows = [g_dx, g_dy, g_sigma * 0.5 * dx * dx, g_sigma * dx * dy, g_sigma * 0.5 * dy * dy]
+            rows += [g_raw * falloff, g_dx.abs(), g_dy.abs()]
+            acc.index_add_(1, lid, torch.cat([weight * g_pair, torch.stack(rows)]))
+        grads = acc.new_zeros(ctx.n_splats, D + 8).index_copy_(0, ctx.ids, acc.t())
+        grad_colors, grad_means2d, grad_conics, grad_opac, absgrad = grads.split([D, 2, 3, 1, 2], 1)
         if ctx.absgrad_buf is not None:
             ctx.absgrad_buf.add_(absgrad)
-        return grad_means2d, grad_conics, grad_colors, grad_opac[:, 0], None, None, None, None, None, None
+        return grad_means2d, grad_conics, grad_colors, grad_opac[:, 0], None, None
 
 
-def _composite_band(
+def _composite(
+    radii: Tensor,
     means2d: Tensor,
+    depths: Tensor,
     conics: Tensor,
-    colors: Tensor,
     opacities: Tensor,
-    box: Tensor,
-    px: Tensor,
-    py: Tensor,
+    colors: Tensor,
     width: int,
-    out: Tensor,
-    log_t: Tensor,
-    absgrad_buf: Optional[Tensor],
+    height: int,
+    backgrounds: Optional[Tensor],
+    absgrad: bool,
+    max_pairs: int,
 ) -> Tuple[Tensor, Tensor]:
-    """Alpha-composite the (Gaussian, pixel) pairs of one band; Gaussians are in depth order."""
-    with torch.no_grad():  # drop negligible pairs first: the compositing only sees the rest
-        _, _, sigma = _pair_offsets(means2d, conics, box, px, py)
-        alpha = torch.clamp(opacities.index_select(0, box) * torch.exp(-sigma), max=ALPHA_MAX)
-        keep = ((sigma >= 0) & (alpha >= ALPHA_MIN)).nonzero().squeeze(1)
-        gid, px, py = box.index_select(0, keep), px.index_select(0, keep), py.index_select(0, keep)
-        # stable sort by pixel keeps the depth order within each pixel
-        pix, order = torch.sort(py * width + px, stable=True)
-        gid, px, py = gid.index_select(0, order), px.index_select(0, order), py.index_select(0, order)
-    if len(pix) == 0:
-        return out, log_t
-    band_out, band_log_t = _CompositeBand.apply(
-        means2d, conics, colors, opacities, gid, px, py, pix, out.shape[0], absgrad_buf
-    )
-    return out + band_out, log_t + band_log_t
+    """Images [C, H, W, D] and alphas [C, H, W, 1] of C sets of projected splats ([C, N, ...]),
+    each composited front to back (Eq. 4); with ``absgrad``, backward fills ``means2d.absgrad``."""
+    C, D = means2d.shape[0], colors.shape[-1]
+    absgrad_buf = torch.zeros_like(means2d) if absgrad else None
+    renders, alphas = [], []
+    for ci in range(C):
+        with torch.no_grad():
+            ids = (radii[ci] > 0).nonzero().squeeze(1)
+            ids = ids[torch.argsort(depths[ci, ids])]
+            m = means2d[ci, ids]
+            rx, ry = splat_extent(conics[ci, ids], opacities[ci, ids], radii[ci, ids].float())
+            boxes = _Boxes(
+                ids,
+                torch.floor(m[:, 0] - rx).clamp(0, width).long(), torch.ceil(m[:, 0] + rx).clamp(0, width).long(),
+                torch.floor(m[:, 1] - ry).clamp(0, height).long(), torch.ceil(m[:, 1] + ry).clamp(0, height).long(),
+                width, height, max_pairs,
+            )  # fmt: skip
+        out, log_t = _CompositeCamera.apply(
+            means2d[ci], conics[ci], colors[ci], opacities[ci], boxes, None if absgrad_buf is None else absgrad_buf[ci]
+        )
+        trans = torch.exp(log_t).to(out.dtype)
+        if backgrounds is not None:
+            out = out + trans[:, None] * backgrounds[ci][None, :]
+        renders.append(out.reshape(height, width, D))
+        alphas.append((1.0 - trans).reshape(height, width, 1))
+    if absgrad_buf is not None:
+        means2d.absgrad = absgrad_buf  # type: ignore[attr-defined]
+    return torch.stack(renders, 0), torch.stack(alphas, 0)
 
 
 def rasterize_torch(
@@ -395,49 +465,9 @@ def rasterize_torch(
             backgrounds = backgrounds.new_zeros(C, 1)
     D = cols.shape[-1]
 
-    absgrad_buf = torch.zeros_like(means2d) if absgrad else None
-    renders, alphas = [], []
-    for ci in range(C):
-        out = means.new_zeros(height * width, D)
-        log_t = torch.zeros(height * width, dtype=torch.float64, device=means.device)
-        with torch.no_grad():
-            ids = (radii[ci] > 0).nonzero().squeeze(1)
-            ids = ids[torch.argsort(depths[ci, ids])]
-            m = means2d[ci, ids]
-            rx, ry = splat_extent(conics[ci, ids], opac[ci, ids], radii[ci, ids].float())
-            x0 = torch.floor(m[:, 0] - rx).clamp(0, width).long()
-            x1 = torch.ceil(m[:, 0] + rx).clamp(0, width).long()
-            y0 = torch.floor(m[:, 1] - ry).clamp(0, height).long()
-            y1 = torch.ceil(m[:, 1] + ry).clamp(0, height).long()
-            w = (x1 - x0).clamp_min(0)
-            total = int((w * (y1 - y0).clamp_min(0)).sum().item())
-            n_bands = max(1, min(height, math.ceil(total / max_pairs)))
-            band_h = math.ceil(height / n_bands)
-        for ya in range(0, height, band_h):
-            yb = min(height, ya + band_h)
-            with torch.no_grad():
-                by0, by1 = y0.clamp(min=ya), y1.clamp(max=yb)
-                h = (by1 - by0).clamp_min(0)
-                sel = ((h > 0) & (w > 0)).nonzero().squeeze(1)
-                if len(sel) == 0:
-                    continue
-                box, px, py = _pair_grid(x0[sel], by0[sel], w[sel], h[sel])
-                gid = ids.index_select(0, sel.index_select(0, box))  # global Gaussian index of each pair, in depth order
-            out, log_t = _composite_band(
-                means2d[ci], conics[ci], cols[ci], opac[ci], gid, px, py, width, out, log_t,
-                None if absgrad_buf is None else absgrad_buf[ci],
-            )  # fmt: skip
-        trans = torch.exp(log_t).to(out.dtype)
-        if backgrounds is not None:
-            out = out + trans[:, None] * backgrounds[ci][None, :]
-        renders.append(out.reshape(height, width, D))
-        alphas.append((1.0 - trans).reshape(height, width, 1))
-    render = torch.stack(renders, 0)
-    alpha = torch.stack(alphas, 0)
+    render, alpha = _composite(radii, means2d, depths, conics, opac, cols, width, height, backgrounds, absgrad, max_pairs)
     if render_mode in ("ED", "RGB+ED"):
         render = torch.cat([render[..., :-1], render[..., -1:] / alpha.clamp(min=1e-10)], dim=-1)
-    if absgrad_buf is not None:
-        means2d.absgrad = absgrad_buf  # type: ignore[attr-defined]
     info: Dict[str, Any] = {
         "radii": radii,
         "means2d": means2d,
@@ -452,4 +482,56 @@ def rasterize_torch(
         "gaussian_ids": None,
         "backend": "torch",
     }
+    return render, alpha, info
+
+
+def rasterize_sets_torch(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    eps2d: float = 0.3,
+    sh_degree: Optional[int] = None,
+    rasterize_mode: str = "classic",
+    absgrad: bool = False,
+    max_pairs: int = 2_000_000,
+) -> Tuple[Tensor, Tensor, Dict[str, Any]]:
+    """S sets of the same N Gaussians (moved, rescaled, rotated; opacities and colours shared),
+    rendered RGB by one camera: means [S, N, 3], quats [S, N, 4], scales [S, N, 3], opacities [N],
+    colors [N, D] or SH [N, K, 3]; viewmats [1, 4, 4], Ks [1, 3, 3].
+
+    The S·N Gaussians are projected and shaded together (a quarter of the operations of four
+    separate calls), then each set is composited as its own image. Returns renders [S, H, W, D],
+    alphas [S, H, W, 1] and one info whose ``means2d`` [S, N, 2] and ``radii`` [S, N] hold the
+    sets as if seen by S cameras (the form of gsplat's batched call)."""
+    if rasterize_mode not in ("classic", "antialiased"):
+        raise ValueError(f"unknown rasterize_mode {rasterize_mode!r}")
+    S, N = means.shape[:2]
+    radii, means2d, depths, conics, comp = project_gaussians(
+        means.reshape(S * N, 3), quats.reshape(S * N, 4), scales.reshape(S * N, 3), viewmats, Ks, width, height,
+        eps2d, near_plane, far_plane, calc_compensations=rasterize_mode == "antialiased",
+    )  # fmt: skip
+    radii, depths = radii.reshape(S, N), depths.reshape(S, N)
+    means2d, conics = means2d.reshape(S, N, 2), conics.reshape(S, N, 3)
+    opac = opacities[None, :].expand(S, N)
+    if comp is not None:
+        opac = opac * comp.reshape(S, N)
+    if sh_degree is None:
+        cols = colors[None].expand(S, -1, -1)
+    else:
+        campos = torch.linalg.inv(viewmats)[0, :3, 3]
+        cols = eval_sh_colors(sh_degree, means - campos, colors)
+    render, alpha = _composite(radii, means2d, depths, conics, opac, cols, width, height, None, absgrad, max_pairs)
+    info: Dict[str, Any] = {
+        "radii": radii, "means2d": means2d, "depths": depths, "conics": conics, "opacities": opac,
+        "width": width, "height": height, "n_cameras": S, "tile_size": 16, "camera_ids": None,
+        "gaussian_ids": None, "backend": "torch",
+    }  # fmt: skip
     return render, alpha, info

@@ -116,11 +116,12 @@ def test_densification_counts_the_coc_renders(demo_scene: Path, tmp_path: Path) 
         model = trainer.pipeline.model
         stats[m] = (model.strategy_state["grad2d"].clone(), model.strategy_state["count"].clone())
         infos[m] = model._infos
-    assert len(infos[4]) == 5 and len(infos[0]) == 1
+    # the base render's info, then the four CoC sets' (one batched info of [4, N])
+    assert [i["radii"].shape[0] for i in infos[4]] == [1, 4] and len(infos[0]) == 1
     # what gsplat's strategy must have seen: the absgrads of all five renders, summed per Gaussian
-    total = sum(i["means2d"].absgrad for i in infos[4])[0]
+    total = sum(i["means2d"].absgrad.sum(0) for i in infos[4])
     w, h = infos[4][0]["width"], infos[4][0]["height"]
-    visible = torch.stack([i["radii"][0] > 0 for i in infos[4]]).any(0)
+    visible = torch.cat([i["radii"] > 0 for i in infos[4]]).any(0)
     expected = (total * torch.tensor([w / 2, h / 2])).norm(dim=-1) * visible
     grad4, count4 = stats[4]
     assert torch.allclose(grad4, expected, rtol=1e-4, atol=1e-9)
@@ -267,7 +268,7 @@ def test_table3_ablations_train(demo_scene: Path, tmp_path: Path, ablation: dict
     trainer = make_trainer(demo_scene, tmp_path, steps=2, name="ablation", coc_start_step=0, **ablation)
     model = trainer.pipeline.model
     run_iteration(trainer, 0)
-    assert model._infos and len(model._infos) == model.config.num_coc_sets + 1
+    assert sum(info["radii"].shape[0] for info in model._infos) == model.config.num_coc_sets + 1  # renders
     assert model.coc_mlp.head.weight.grad is not None and torch.isfinite(model.coc_mlp.head.weight.grad).all()
     assert torch.isfinite(model.means).all()
     if ablation.get("use_aperture") is False:  # K's output row gets no gradient without the aperture
@@ -322,15 +323,15 @@ def test_coc_sets_rendered_at_half_size(demo_scene: Path, tmp_path: Path) -> Non
     trainer = make_trainer(demo_scene, tmp_path, steps=2, name="half", coc_start_step=0, coc_render_scale=0.5)
     model = trainer.pipeline.model
     run_iteration(trainer, 0)
-    sizes = [(info["width"], info["height"]) for info in model._infos]
-    assert sizes == [(96, 72)] + [(48, 36)] * model.config.num_coc_sets
+    sizes = [(info["width"], info["height"], info["radii"].shape[0]) for info in model._infos]
+    assert sizes == [(96, 72, 1), (48, 36, model.config.num_coc_sets)]  # the base render, the CoC sets
     assert model.coc_mlp.head.weight.grad.abs().sum() > 0 and model.focus_log.grad.abs().sum() > 0
     model.train()
     camera, _ = trainer.pipeline.datamanager.next_train(1)
     with torch.no_grad():
         out = model.get_outputs(camera)
     assert out["rgb"].shape == out["rgb_sharp"].shape == (72, 96, 3)
-    assert torch.equal(model.combined_info()["radii"] > 0, torch.stack([i["radii"] > 0 for i in model._infos]).any(0))
+    assert torch.equal(model.combined_info()["radii"] > 0, torch.cat([i["radii"] > 0 for i in model._infos]).any(0, keepdim=True))
 
 
 def test_sharp_loss_is_the_weighted_l1_of_the_sharp_render(demo_scene: Path, tmp_path: Path) -> None:

@@ -236,7 +236,9 @@ def test_batched_coc_sets_match_the_torch_twin_on_cuda() -> None:
     outs = {}
     for dev in ("cpu", "cuda"):
         args = [t.detach().clone().to(dev).requires_grad_() for t in (means, quats, scales, opacities, sh)]
-        renders, alphas, infos = rasterize_sets(*args, viewmat[None].to(dev), Ks.to(dev), w, h, sh_degree=3, absgrad=True)
+        renders, alphas, infos = rasterize_sets(
+            *args, viewmat[None].to(dev), Ks.to(dev), w, h, sh_degree=3, absgrad=True, batch=dev == "cuda"
+        )
         for info in infos:
             info["means2d"].retain_grad()
         (renders * weights.to(dev)).sum().backward()
@@ -260,10 +262,10 @@ def test_batched_coc_sets_match_the_torch_twin_on_cuda() -> None:
 def test_compositing_backward_matches_finite_differences() -> None:
     """The hand-written backward of the compositing against numerical derivatives (float64).
 
-    Six overlapping splats on a 5×4 image, every (Gaussian, pixel) pair in depth order within
-    each pixel; one opacity near 1 so that some pixels saturate and stop early.
+    Six overlapping splats whose boxes cover a 5×4 image, in three row bands; one opacity near 1
+    so that some pixels saturate and stop early.
     """
-    from cocogs_nerfstudio.torch_rasterizer import _CompositeBand
+    from cocogs_nerfstudio.torch_rasterizer import _Boxes, _CompositeCamera
 
     torch.manual_seed(0)
     n, w, h = 6, 5, 4
@@ -271,11 +273,47 @@ def test_compositing_backward_matches_finite_differences() -> None:
     conics = torch.tensor([0.3, 0.05, 0.4], dtype=torch.double).repeat(n, 1).requires_grad_()
     colors = torch.rand(n, 3, dtype=torch.double).requires_grad_()
     opacities = torch.tensor([0.99, 0.5, 0.7, 0.3, 0.9, 0.6], dtype=torch.double).requires_grad_()
-    gid, py, px = (g.flatten() for g in torch.meshgrid(torch.arange(n), torch.arange(h), torch.arange(w), indexing="ij"))
-    pix, order = torch.sort(py * w + px, stable=True)
-    gid, px, py = gid[order], px[order], py[order]
+    zeros = torch.zeros(n, dtype=torch.long)
+    boxes = _Boxes(torch.randperm(n), zeros, zeros + w, zeros, zeros + h, w, h, max_pairs=n * w * h // 3)
+    assert boxes.band_h < h
 
     def composite(*inputs: torch.Tensor):
-        return _CompositeBand.apply(*inputs, gid, px, py, pix, w * h, None)
+        return _CompositeCamera.apply(*inputs, boxes, None)
 
     assert torch.autograd.gradcheck(composite, (means2d, conics, colors, opacities))
+
+
+def test_batched_coc_sets_on_the_cpu_match_the_sets_one_by_one() -> None:
+    """The torch backend's batched CoC sets (one projection and shading of all sets) against the
+    sets rendered one by one: images, alphas, every gradient and the merged densification
+    statistics (screen-space gradient, its absolute version, radii)."""
+    from cocogs_nerfstudio.densification import merge_render_infos
+
+    torch.manual_seed(2)
+    s, n, w, h = 3, 300, 40, 30
+    means = torch.randn(n, 3) * torch.tensor([0.6, 0.5, 0.3]) + torch.tensor([0.0, 0.0, 3.0])
+    means = means + 0.05 * torch.randn(s, 1, 3)
+    quats, scales = torch.randn(s, n, 4), torch.rand(s, n, 3) * 0.05 + 0.01
+    opacities, sh = torch.rand(n) * 0.9, torch.randn(n, 16, 3) * 0.3
+    viewmat = torch.eye(4)
+    viewmat[:3, 3] = torch.tensor([0.2, -0.1, 0.4])
+    Ks = torch.tensor([[[50.0, 0, w / 2], [0, 50.0, h / 2], [0, 0, 1]]])
+    weights = torch.rand(s, h, w, 3)
+    outs = {}
+    for batch in (True, False):
+        args = [t.clone().requires_grad_() for t in (means, quats, scales, opacities, sh)]
+        renders, alphas, infos = rasterize_sets(*args, viewmat[None], Ks, w, h, sh_degree=3, absgrad=True, batch=batch)
+        for info in infos:
+            info["means2d"].retain_grad()
+        (renders * weights).sum().backward()
+        merged = merge_render_infos(infos)
+        outs[batch] = {
+            "renders": renders.detach(), "alphas": alphas.detach(), "radii": merged["radii"], "grad2d": merged["means2d"].grad,
+            "absgrad2d": merged["means2d"].absgrad, "infos": len(infos),
+            **{f"grad_{k}": a.grad for k, a in zip(("means", "quats", "scales", "opacities", "sh"), args)},
+        }  # fmt: skip
+    batched, single = outs[True], outs[False]
+    assert (batched.pop("infos"), single.pop("infos")) == (1, s)
+    assert single["alphas"].amax() > 0.5 and single["grad_means"].abs().sum() > 0  # something was rendered
+    for name, ref in single.items():
+        assert torch.allclose(batched[name].float(), ref.float(), rtol=1e-4, atol=1e-5 * float(ref.abs().max())), name
