@@ -284,9 +284,9 @@ class _Boxes:
 class _CompositeCamera(torch.autograd.Function):
     """Front-to-back compositing of one camera's splats (paper Eqs. 1 and 4).
 
-    Per band, the (splat, pixel) pairs whose alpha reaches 1/255 are sorted by pixel (stable, so
-    depth order within a pixel); each pixel's transmittance is a cumulative sum of log(1 − α) along
-    its run. Forward gives the colour sum Σ αᵢ Tᵢ cᵢ [n_pixels, D] and Σ log(1 − αᵢ) [n_pixels]
+    Per band, the (splat, pixel) pairs whose alpha reaches 1/255 come sorted by pixel and by depth
+    within a pixel (:meth:`_Boxes.pairs`); each pixel's transmittance is a cumulative sum of
+    log(1 − α) along its run. Forward gives the colour sum Σ αᵢ Tᵢ cᵢ [n_pixels, D] and Σ log(1 − αᵢ) [n_pixels]
     (float64); backward is written out by hand (the derivatives autograd would take through every
     pair, without its per-pair graph):
 
