@@ -408,6 +408,17 @@ def _composite(
     return torch.stack(renders, 0), torch.stack(alphas, 0)
 
 
+def _render_info(
+    radii: Tensor, means2d: Tensor, depths: Tensor, conics: Tensor, opacities: Tensor, width: int, height: int
+) -> Dict[str, Any]:
+    """The info dict of gsplat's ``rasterization`` for C images of projected splats ([C, N, ...])."""
+    return {
+        "radii": radii, "means2d": means2d, "depths": depths, "conics": conics, "opacities": opacities,
+        "width": width, "height": height, "n_cameras": radii.shape[0], "tile_size": 16, "camera_ids": None,
+        "gaussian_ids": None, "backend": "torch",
+    }  # fmt: skip
+
+
 def rasterize_torch(
     means: Tensor,
     quats: Tensor,
@@ -468,21 +479,7 @@ def rasterize_torch(
     render, alpha = _composite(radii, means2d, depths, conics, opac, cols, width, height, backgrounds, absgrad, max_pairs)
     if render_mode in ("ED", "RGB+ED"):
         render = torch.cat([render[..., :-1], render[..., -1:] / alpha.clamp(min=1e-10)], dim=-1)
-    info: Dict[str, Any] = {
-        "radii": radii,
-        "means2d": means2d,
-        "depths": depths,
-        "conics": conics,
-        "opacities": opac,
-        "width": width,
-        "height": height,
-        "n_cameras": C,
-        "tile_size": 16,
-        "camera_ids": None,
-        "gaussian_ids": None,
-        "backend": "torch",
-    }
-    return render, alpha, info
+    return render, alpha, _render_info(radii, means2d, depths, conics, opac, width, height)
 
 
 def rasterize_sets_torch(
@@ -529,9 +526,4 @@ def rasterize_sets_torch(
         campos = torch.linalg.inv(viewmats)[0, :3, 3]
         cols = eval_sh_colors(sh_degree, means - campos, colors)
     render, alpha = _composite(radii, means2d, depths, conics, opac, cols, width, height, None, absgrad, max_pairs)
-    info: Dict[str, Any] = {
-        "radii": radii, "means2d": means2d, "depths": depths, "conics": conics, "opacities": opac,
-        "width": width, "height": height, "n_cameras": S, "tile_size": 16, "camera_ids": None,
-        "gaussian_ids": None, "backend": "torch",
-    }  # fmt: skip
-    return render, alpha, info
+    return render, alpha, _render_info(radii, means2d, depths, conics, opac, width, height)
