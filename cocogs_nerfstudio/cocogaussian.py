@@ -99,6 +99,11 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     Gaussians match the photo where it is sharp and are not pulled towards its blur elsewhere.
     0: the same weight everywhere (at weight 1.0 measured softer sharp renders on the defocused
     scenes: LPIPS 0.039 → 0.056 on the floor scene)."""
+    aperture_prior_weight: float = 0.0
+    """Not in the paper: add this weight × the mean relative aperture K (in units of
+    ``aperture_init``, over the Gaussians of the training render) to the loss during CoC training,
+    an L1 prior that lets K fall towards zero where the photos do not need blur (all-in-focus
+    photos); the data term keeps it where they are defocused. 0: off (the paper)."""
     coc_render_scale: float = 1.0
     """Render the M CoC sets at this fraction of the image size and upsample them (bilinear) before
     the blend; the base render stays at full size. They are blurred by construction, and the CNN
@@ -491,6 +496,8 @@ class CoCoGaussianModel(SplatfactoModel):
             # [H, W, C] outputs only (the viewer offers each as a choice): the blend, the sharp
             # render, and the blend weight of the sharp render (1 = the CNN sees this pixel in focus)
             outputs.update(rgb=psf(blurred), rgb_sharp=outputs["rgb"], in_focus_weight=weights[-1])
+            if self.training and self.config.aperture_prior_weight > 0:  # mean K in its unit, for the prior
+                outputs["aperture_relative"] = sets[3].mean() / (self.aperture_unit * aperture_scale)
             if in_focus_px > 0:  # where the photo is in focus for the model: the sharp loss's weights
                 aperture = sets[3].detach().median()
                 outputs["sharp_loss_weights"] = in_focus_weight(
@@ -571,7 +578,8 @@ class CoCoGaussianModel(SplatfactoModel):
 
     # ------------------------------------------------------------------ metrics
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        """Splatfacto's loss on the blend (Eq. 15), plus ``sharp_loss_weight`` × L1 of the sharp render."""
+        """Splatfacto's loss on the blend (Eq. 15), plus ``sharp_loss_weight`` × L1 of the sharp render
+        and ``aperture_prior_weight`` × the mean relative aperture."""
         losses = super().get_loss_dict(outputs, batch, metrics_dict)
         if self.training and self.config.sharp_loss_weight > 0 and "rgb_sharp" in outputs:
             gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
@@ -583,6 +591,8 @@ class CoCoGaussianModel(SplatfactoModel):
             if "sharp_loss_weights" in outputs:  # sharp_loss_in_focus_px
                 error = error * outputs["sharp_loss_weights"]
             losses["sharp_loss"] = self.config.sharp_loss_weight * error.mean()
+        if self.training and "aperture_relative" in outputs:  # aperture_prior_weight
+            losses["aperture_prior"] = self.config.aperture_prior_weight * outputs["aperture_relative"]
         return losses
 
     def get_image_metrics_and_images(
