@@ -29,6 +29,8 @@ if [ "${1:-}" = "--cpu" ]; then
   SCENE=${SCENE:?SCENE= names the scene on the CPU}
   METHOD=${METHOD:-cocogaussian-small}
   BENCH_ARGS=(--allow-cpu --preview-width "${PREVIEW_WIDTH:-144}")
+  # the time limits are the device's budget: on a CPU (a busy CI machine) only a hang should stop a stage
+  : "${DEADLINE:=7200}" "${PARITY_TIMEOUT:=3600}" "${CLI_TIMEOUT:=3600}" "${BENCH_TIMEOUT:=3600}" "${SCENE_TIMEOUT:=3600}"
   echo "CPU run of the GPU checks ($(nproc) cores)" | tee "$OUT/gpu.txt"
 else
   source .gpu/gpu_env.sh || exit 1

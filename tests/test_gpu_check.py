@@ -21,7 +21,7 @@ def test_gpu_check_runs_every_stage_on_the_cpu(demo_scene: Path, tmp_path: Path)
         **os.environ, "OUT": str(out), "WORK": str(tmp_path / "work"), "SCENE": str(demo_scene), "STEPS": "20",
         "CLI_STEPS": "6", "CLI_COC_START": "2", "PYTHON": sys.executable, "TORCHDYNAMO_DISABLE": "1",
     }  # fmt: skip
-    res = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--cpu"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    res = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--cpu"], cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     assert "gpu_check: all stages passed" in res.stdout
     # at most 8 plain files come back from the device machine
