@@ -13,9 +13,37 @@ os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 
 import torch  # noqa: E402
 
-# torch's default (one thread per core) unless COCOGS_TEST_THREADS says otherwise
-if "COCOGS_TEST_THREADS" in os.environ:
-    torch.set_num_threads(int(os.environ["COCOGS_TEST_THREADS"]))
+MAX_WORKERS = 4  # pytest-xdist workers for `-n auto` (pyproject's addopts): at most one per core
+
+
+def _threads_per_worker() -> int:
+    """Torch threads for this test process: COCOGS_TEST_THREADS, else the cores shared out among
+    the xdist workers (one each on 2 cores), else torch's default (one per core)."""
+    if "COCOGS_TEST_THREADS" in os.environ:
+        return int(os.environ["COCOGS_TEST_THREADS"])
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    return max(1, (os.cpu_count() or 1) // workers) if workers > 1 else torch.get_num_threads()
+
+
+torch.set_num_threads(_threads_per_worker())
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # the commands tests start share the worker's cores
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, when it is there
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per core, at most MAX_WORKERS (each holds nerfstudio, ~1 GB)."""
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests of the ``trained`` fixture (minutes of training) share one xdist worker
+    (``--dist loadgroup``) and start first, then the other slow tests: the longest work is never
+    left for last."""
+    for item in items:
+        if "trained" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("trained"))
+    items.sort(key=lambda item: ("trained" not in getattr(item, "fixturenames", ()), item.get_closest_marker("slow") is None))
 
 
 @pytest.fixture(scope="session")
