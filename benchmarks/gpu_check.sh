@@ -52,7 +52,9 @@ limit() {  # a stage's time limit: its own, or what is left before DEADLINE (at 
 
 if [[ $STAGES == *" 1 "* ]]; then
 stage "1 rasterizer parity with gsplat"
-timeout "$(limit "${PARITY_TIMEOUT:-200}")" "$PY" -m pytest -q -o addopts= -p no:xdist -p no:cacheprovider tests/test_rasterizer.py -k parity 2>&1 \
+# plain pytest: not pyproject's addopts (-n auto: the device may lack pytest-xdist)
+timeout "$(limit "${PARITY_TIMEOUT:-200}")" "$PY" -m pytest -q -o addopts= -p no:xdist -p no:dash -p no:cacheprovider \
+  tests/test_rasterizer.py -k parity 2>&1 \
   | tail -n 30 | tee "$OUT/parity.log" || status=1
 fi
 

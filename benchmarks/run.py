@@ -37,14 +37,15 @@ VARIANTS = ("baseline", "cocogaussian", "upper_bound")
 
 def gpu_model_config(steps: int, coc: bool) -> CoCoGaussianModelConfig:
     """The full model with the official 30k-step schedule compressed to ``steps``: densification
-    until half-way, SH degree raised every steps/30, CoC from steps/20 (official: 1500 of 30k), full
-    resolution from the first step (Splatfacto's warm-up at 1/4 resolution lasts 6000 steps)."""
+    until half-way (refinement every steps/30 steps, 10 to 100), SH degree raised every steps/30,
+    CoC from steps/20 (official: 1500 of 30k), full resolution from the first step (Splatfacto's
+    warm-up at 1/4 resolution lasts 6000 steps)."""
     return CoCoGaussianModelConfig(
         coc_enabled=coc,
         num_downscales=0,
         coc_start_step=steps // 20,
         warmup_length=max(1, steps // 60),
-        refine_every=max(1, min(100, steps // 30)),
+        refine_every=max(10, min(100, steps // 30)),  # a 20-step smoke run must not densify every step
         stop_split_at=steps // 2,
         stop_screen_size_at=steps // 8,
         sh_degree_interval=max(1, steps // 30),
@@ -244,6 +245,8 @@ def profile(trainer, args: argparse.Namespace, path: Path, steps: int = 5, frame
 
     pipeline, model = trainer.pipeline, trainer.pipeline.model
     device = model.device
+    if device.type != "cuda":  # the CPU run is a smoke run of this code: a CPU step is seconds, profiled ×5
+        steps, frames = min(steps, 2), min(frames, 1)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,14 +37,32 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 
+TRAINED_FILES = ("tests/test_quality.py", "tests/test_viewer_browser.py")
+"""The test files that use the ``trained`` fixture (minutes of training): one xdist worker runs
+them all, first, so that the fixture is built once and the longest work is never left for last."""
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``-n`` with the default ``--dist load``: xdist's scope scheduler with TRAINED_FILES as one
+    scope, then every other test on its own (scopes go out largest first)."""
+    if config.getvalue("dist") != "load":
+        return None  # an explicit --dist is the user's choice
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TrainedFilesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "trained" if nodeid.startswith(TRAINED_FILES) else nodeid
+
+    return TrainedFilesTogether(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The tests of the ``trained`` fixture (minutes of training) share one xdist worker
-    (``--dist loadgroup``) and start first, then the other slow tests: the longest work is never
-    left for last."""
-    for item in items:
-        if "trained" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("trained"))
-    items.sort(key=lambda item: ("trained" not in getattr(item, "fixturenames", ()), item.get_closest_marker("slow") is None))
+    """A test that uses ``trained`` outside TRAINED_FILES would train it again on another worker."""
+    uses = [i.nodeid for i in items if "trained" in getattr(i, "fixturenames", ())]
+    stray = [nodeid for nodeid in uses if not nodeid.startswith(TRAINED_FILES)]
+    if stray:
+        raise pytest.UsageError(f"tests using the `trained` fixture must be in {TRAINED_FILES}: {stray}")
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +83,8 @@ def shared_data() -> Path:
     return path
 
 
-TRAINED_STEPS = 600  # the small preset's schedule; 300 steps end mid-densification
+TRAINED_STEPS = 400  # the small preset's schedule shortened (600 steps: 1.5× the test time) ...
+TRAINED_STOP_SPLIT = 300  # ... with densification ending at the same share of it (preset: 450 of 600)
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +95,9 @@ def trained(demo_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("quality")
     runs = {}
     for name, coc in (("cocogaussian", True), ("baseline", False)):
-        trainer = make_trainer(demo_scene, out, steps=TRAINED_STEPS, name=name, seed=42, coc_enabled=coc)
+        trainer = make_trainer(
+            demo_scene, out, steps=TRAINED_STEPS, name=name, seed=42, coc_enabled=coc, stop_split_at=TRAINED_STOP_SPLIT
+        )
         trainer.train()
         trainer.pipeline.eval()
         metrics = trainer.pipeline.get_average_eval_image_metrics()
