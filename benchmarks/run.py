@@ -49,6 +49,7 @@ def gpu_model_config(steps: int, coc: bool) -> CoCoGaussianModelConfig:
         stop_split_at=steps // 2,
         stop_screen_size_at=steps // 8,
         sh_degree_interval=max(1, steps // 30),
+        aperture_prior_start_step=steps // 2,
     )
 
 

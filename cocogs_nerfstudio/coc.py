@@ -54,9 +54,16 @@ def in_focus_weight(
 
     Args: depth z [...] (positive); focus d_F; aperture K; focal_px: focal length in pixels.
     """
+    coc = coc_pixels(depth, focus, aperture, focal_px, form)
+    return (tolerance_px / coc.clamp_min(1e-12)).square().clamp(max=1.0)
+
+
+def coc_pixels(
+    depth: Tensor, focus: Tensor | float, aperture: Tensor | float, focal_px: float | Tensor, form: CocForm = "world"
+) -> Tensor:
+    """The CoC (Eq. 7) at depth z [...] projected to pixels: ``σ · f / z`` (f: focal length in pixels)."""
     depth = depth.clamp_min(1e-6)
-    coc_px = coc_diameter(depth, focus, aperture, form) * focal_px / depth
-    return (tolerance_px / coc_px.clamp_min(1e-12)).square().clamp(max=1.0)
+    return coc_diameter(depth, focus, aperture, form) * focal_px / depth
 
 
 def coc_means(means: Tensor, diameter: Tensor, beta: Tensor, directions: Tensor) -> Tensor:

@@ -28,6 +28,7 @@ from cocogs_nerfstudio.blend_cnn import BlendCNN
 from cocogs_nerfstudio.coc import (
     coc_diameter,
     coc_means,
+    coc_pixels,
     coc_quats,
     coc_scales,
     fixed_directions,
@@ -99,11 +100,23 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     Gaussians match the photo where it is sharp and are not pulled towards its blur elsewhere.
     0: the same weight everywhere (at weight 1.0 measured softer sharp renders on the defocused
     scenes: LPIPS 0.039 → 0.056 on the floor scene)."""
-    aperture_prior_weight: float = 0.0
+    aperture_prior_weight: float = 0.01
     """Not in the paper: add this weight × the mean relative aperture K (in units of
-    ``aperture_init``, over the Gaussians of the training render) to the loss during CoC training,
-    an L1 prior that lets K fall towards zero where the photos do not need blur (all-in-focus
-    photos); the data term keeps it where they are defocused. 0: off (the paper)."""
+    ``aperture_init``, over the Gaussians of the training render) to the loss, an L1 prior that
+    lets K fall to zero where the photos show no defocus (all in focus), so that the model becomes
+    plain 3DGS there; gated by ``aperture_prior_below_px`` and ``aperture_prior_start_step``.
+    Measured (README, Fern): fern −0.33 dB → at the baseline; the defocused scenes unchanged (the
+    gate never opened on them). 0: off (the paper)."""
+    aperture_prior_below_px: float = 2.0
+    """The aperture prior acts on a training view only while the blur the model has learned there is
+    under this many pixels: the 90th percentile, over the pixels the Gaussians cover, of the CoC at
+    the rendered depth (median K, the photo's d_F). Measured at the step it starts: all-in-focus
+    fern 0.7–1.3 px, the defocused scenes 2.1 px and more (most views 3–6). 0: no gate (then the
+    prior also shrinks K on defocused photos, measured −0.23 dB on the demo at weight 0.001)."""
+    aperture_prior_start_step: int = 15000
+    """The aperture prior acts from this step on, when h_θ has learned the blur the photos show
+    (half of training; from the CoC start on, the defocused Blender scene's K dipped under the
+    gate early and collapsed). The small preset: 300 of 600."""
     coc_render_scale: float = 1.0
     """Render the M CoC sets at this fraction of the image size and upsample them (bilinear) before
     the blend; the base render stays at full size. They are blurred by construction, and the CNN
@@ -464,7 +477,11 @@ class CoCoGaussianModel(SplatfactoModel):
         defocus = self._defocus_setting(camera, c2w)
         sharp_loss_on = self.training and defocus is not None and self.config.sharp_loss_weight > 0
         in_focus_px = self.config.sharp_loss_in_focus_px if sharp_loss_on else 0.0  # no depth or weights unused
-        depth_needed = self.config.output_depth_during_training or not self.training or in_focus_px > 0
+        prior_on = self.config.aperture_prior_weight > 0 and self.step >= self.config.aperture_prior_start_step
+        prior_gate_px = self.config.aperture_prior_below_px if prior_on else 0.0
+        depth_needed = (
+            self.config.output_depth_during_training or not self.training or in_focus_px > 0 or prior_gate_px > 0
+        )
         render_mode = "RGB+ED" if depth_needed else "RGB"
         background = self._get_background_color()
 
@@ -496,8 +513,15 @@ class CoCoGaussianModel(SplatfactoModel):
             # [H, W, C] outputs only (the viewer offers each as a choice): the blend, the sharp
             # render, and the blend weight of the sharp render (1 = the CNN sees this pixel in focus)
             outputs.update(rgb=psf(blurred), rgb_sharp=outputs["rgb"], in_focus_weight=weights[-1])
-            if self.training and self.config.aperture_prior_weight > 0:  # mean K in its unit, for the prior
+            if self.training and prior_on:  # mean K in its unit, for the prior
                 outputs["aperture_relative"] = sets[3].mean() / (self.aperture_unit * aperture_scale)
+                if prior_gate_px > 0:  # on only while the learned blur is small (no host sync)
+                    aperture = sets[3].detach().median()
+                    coc = coc_pixels(depth.detach(), focus.detach(), aperture, K[0, 0, 0], self.config.coc_form)
+                    coc = coc.masked_fill(alpha.detach() < 0.5, float("nan"))  # pixels the Gaussians cover
+                    coc = coc.flatten()[:: max(1, coc.numel() // 2**20)]  # torch.quantile's size limit
+                    outputs["aperture_prior_on"] = (torch.nanquantile(coc, 0.9) < prior_gate_px).float()
+                    outputs["aperture_relative"] = outputs["aperture_relative"] * outputs["aperture_prior_on"]
             if in_focus_px > 0:  # where the photo is in focus for the model: the sharp loss's weights
                 aperture = sets[3].detach().median()
                 outputs["sharp_loss_weights"] = in_focus_weight(

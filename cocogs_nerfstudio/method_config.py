@@ -101,6 +101,7 @@ def small_model_config(**overrides) -> CoCoGaussianModelConfig:
         densify_grad_thresh=0.002,  # ~10k Gaussians on the 96×72 demo instead of ~25k, same PSNR
         sh_degree_interval=200,
         reset_alpha_every=30,
+        aperture_prior_start_step=300,  # half of the 600 steps, as the full schedule's 15000 of 30k
     )
     settings.update(overrides)
     return CoCoGaussianModelConfig(**settings)

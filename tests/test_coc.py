@@ -11,6 +11,7 @@ from cocogs_nerfstudio.blend_cnn import BlendCNN
 from cocogs_nerfstudio.coc import (
     coc_diameter,
     coc_means,
+    coc_pixels,
     coc_quats,
     coc_scales,
     fixed_directions,
@@ -168,6 +169,8 @@ def test_in_focus_weight_by_hand() -> None:
     """CoC in pixels = σ(z) · f / z; weight 1 up to the tolerance, (tolerance / CoC)² beyond."""
     depth = torch.tensor([4.0, 2.0, 3.6, 8.0])
     # world form, K = 0.1, f = 100 px, d_F = 4: CoC = 100 · 0.1 · |1/z − 1/4| = 0, 2.5, 0.28, 1.25 px
+    coc = coc_pixels(depth, 4.0, 0.1, 100.0, "world")
+    assert coc.tolist() == pytest.approx([0.0, 2.5, 10 * (1 / 3.6 - 0.25), 1.25])
     w = in_focus_weight(depth, 4.0, 0.1, 100.0, 1.0, "world")
     assert w.tolist() == pytest.approx([1.0, (1 / 2.5) ** 2, 1.0, (1 / 1.25) ** 2])
     # sensor form: σ = K|1/z − 1/d_F| in world units at z, so CoC = 100 · 0.1 · 0.25 / 2 = 1.25 px at z = 2

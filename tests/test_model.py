@@ -9,6 +9,7 @@ import torch
 
 from helpers import make_trainer, run_iteration
 
+from cocogs_nerfstudio.coc import coc_pixels
 from cocogs_nerfstudio.cocogaussian import CoCoGaussianModelConfig
 
 
@@ -373,8 +374,12 @@ def test_sharp_loss_is_the_weighted_l1_of_the_sharp_render(demo_scene: Path, tmp
 
 def test_aperture_prior_is_the_weighted_mean_relative_aperture(demo_scene: Path, tmp_path: Path) -> None:
     """``aperture_prior_weight`` w adds w × mean K / aperture unit (h_θ's relative aperture over the
-    render's Gaussians) during CoC training; its gradient reaches h_θ and lowers K; off (0) it is absent."""
-    trainer = make_trainer(demo_scene, tmp_path, steps=2, name="prior", coc_start_step=0, aperture_prior_weight=0.5)
+    render's Gaussians; no gate, from the first step) during CoC training; its gradient reaches h_θ
+    and lowers K; off (0) it is absent."""
+    trainer = make_trainer(
+        demo_scene, tmp_path, steps=2, name="prior", coc_start_step=0, aperture_prior_weight=0.5,
+        aperture_prior_below_px=0.0, aperture_prior_start_step=0,
+    )  # fmt: skip
     model = trainer.pipeline.model
     model.train()
     camera, batch = trainer.pipeline.datamanager.next_train(0)
@@ -396,4 +401,34 @@ def test_aperture_prior_is_the_weighted_mean_relative_aperture(demo_scene: Path,
         lowered = model.coc_mlp(c2w[:, 3], model.means, torch.exp(model.scales), model.quats).aperture.mean()
     assert lowered < out.aperture.mean()
     model.config.aperture_prior_weight = 0.0
+    assert "aperture_prior" not in model.get_loss_dict(model(camera), batch)
+
+
+def test_aperture_prior_gate_acts_on_a_small_learned_blur_after_its_start(demo_scene: Path, tmp_path: Path) -> None:
+    """``aperture_prior_below_px``: the prior is on for a view only while the 90th percentile of the
+    CoC in pixels (rendered depth, median K, the view's d_F; covered pixels) is below it; before
+    ``aperture_prior_start_step`` it is absent."""
+    trainer = make_trainer(
+        demo_scene, tmp_path, steps=2, name="gate", coc_start_step=0, aperture_prior_weight=0.5,
+        aperture_prior_below_px=0.0, aperture_prior_start_step=0,
+    )  # fmt: skip
+    model = trainer.pipeline.model
+    model.train()
+    camera, batch = trainer.pipeline.datamanager.next_train(0)
+    ungated = model.get_loss_dict(model(camera), batch)["aperture_prior"].item()
+    # the CoC the gate measures, from the render's own depth and h_θ's median K
+    outputs = model(camera)
+    c2w = camera.camera_to_worlds.reshape(3, 4)
+    with torch.no_grad():
+        focus = model._defocus_setting(camera, c2w)[0]
+        aperture = model.coc_gaussian_sets(c2w[:, 3], focus, model.means, torch.exp(model.scales), model.quats)[3]
+        fx = float(camera.fx) / model._get_downscale_factor()
+        coc = coc_pixels(outputs["depth"], focus, aperture.median(), fx, model.config.coc_form)
+        q90 = torch.quantile(coc[outputs["accumulation"] >= 0.5], 0.9).item()
+    assert q90 > 0.5  # the demo's blur at initialisation: a few pixels
+    for below_px, on in ((1.05 * q90, True), (0.95 * q90, False)):
+        model.config.aperture_prior_below_px = below_px
+        prior = model.get_loss_dict(model(camera), batch)["aperture_prior"].item()
+        assert prior == (pytest.approx(ungated, rel=1e-4) if on else 0.0), (below_px, q90)
+    model.config.aperture_prior_start_step = model.step + 1
     assert "aperture_prior" not in model.get_loss_dict(model(camera), batch)
