@@ -372,10 +372,9 @@ def test_sharp_loss_is_the_weighted_l1_of_the_sharp_render(demo_scene: Path, tmp
     assert losses["sharp_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_aperture_prior_is_the_weighted_mean_relative_aperture(demo_scene: Path, tmp_path: Path) -> None:
-    """``aperture_prior_weight`` w adds w × mean K / aperture unit (h_θ's relative aperture over the
-    render's Gaussians; no gate, from the first step) during CoC training; its gradient reaches h_θ
-    and lowers K; off (0) it is absent."""
+def _ungated_prior_model(demo_scene: Path, tmp_path: Path):
+    """A CoC model in training mode with the aperture prior at weight 0.5, no gate, from step 0,
+    and its first training camera and batch."""
     trainer = make_trainer(
         demo_scene, tmp_path, steps=2, name="prior", coc_start_step=0, aperture_prior_weight=0.5,
         aperture_prior_below_px=0.0, aperture_prior_start_step=0,
@@ -383,6 +382,14 @@ def test_aperture_prior_is_the_weighted_mean_relative_aperture(demo_scene: Path,
     model = trainer.pipeline.model
     model.train()
     camera, batch = trainer.pipeline.datamanager.next_train(0)
+    return model, camera, batch
+
+
+def test_aperture_prior_is_the_weighted_mean_relative_aperture(demo_scene: Path, tmp_path: Path) -> None:
+    """``aperture_prior_weight`` w adds w × mean K / aperture unit (h_θ's relative aperture over the
+    render's Gaussians; no gate, from the first step) during CoC training; its gradient reaches h_θ
+    and lowers K; off (0) it is absent."""
+    model, camera, batch = _ungated_prior_model(demo_scene, tmp_path)
     outputs = model(camera)
     prior = model.get_loss_dict(outputs, batch)["aperture_prior"]
     c2w = camera.camera_to_worlds.reshape(3, 4)
@@ -408,13 +415,7 @@ def test_aperture_prior_gate_acts_on_a_small_learned_blur_after_its_start(demo_s
     """``aperture_prior_below_px``: the prior is on for a view only while the 90th percentile of the
     CoC in pixels (rendered depth, median K, the view's d_F; covered pixels) is below it; before
     ``aperture_prior_start_step`` it is absent."""
-    trainer = make_trainer(
-        demo_scene, tmp_path, steps=2, name="gate", coc_start_step=0, aperture_prior_weight=0.5,
-        aperture_prior_below_px=0.0, aperture_prior_start_step=0,
-    )  # fmt: skip
-    model = trainer.pipeline.model
-    model.train()
-    camera, batch = trainer.pipeline.datamanager.next_train(0)
+    model, camera, batch = _ungated_prior_model(demo_scene, tmp_path)
     ungated = model.get_loss_dict(model(camera), batch)["aperture_prior"].item()
     # the CoC the gate measures, from the render's own depth and h_θ's median K
     outputs = model(camera)
