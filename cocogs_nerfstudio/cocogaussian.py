@@ -139,6 +139,10 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     mean_freqs: int = 3
     cam_freqs: int = 10
     blend_cnn_width: int = 64
+    blend_cnn_scale: float = 1.0
+    """Not in the paper: the blend CNN sees the M+1 renders shrunk to this fraction of their size
+    (area average) and its weights are upsampled (bilinear) to blend the full-size renders; the
+    renders themselves stay at full size. The CNN's cost falls with the square. 1: the paper."""
     in_focus_psf: int = 0
     """Not in the paper: the size (3 or 5) of a learned in-focus point-spread kernel applied to every
     output image, the training blend and the sharp render alike (in_focus_psf.py); 0: off."""
@@ -189,6 +193,9 @@ class CoCoGaussianModel(SplatfactoModel):
         cfg = self.config
         if cfg.use_bilateral_grid:
             raise ValueError("use_bilateral_grid is not supported by cocogaussian")
+        for name in ("coc_render_scale", "blend_cnn_scale"):
+            if not 0 < getattr(cfg, name) <= 1:
+                raise ValueError(f"{name} {getattr(cfg, name)}: expected a fraction of the image size in (0, 1]")
         # Splatfacto's populate_modules puts seed colours on .cuda() and builds LPIPS with a
         # download: let it build everything without colours and LPIPS, then add both here.
         seeds, colors = self.seed_points, None
@@ -428,14 +435,17 @@ class CoCoGaussianModel(SplatfactoModel):
         """The training photos' focal length in pixels (their median), for ``preview_blend_scale``."""
         self.training_focal = float(focal)
 
-    def _preview_blend_size(self, K: Tensor, W: int, H: int) -> Optional[Tuple[int, int]]:
-        """(height, width) at which the blend CNN sees a preview of W×H with intrinsics K: the
-        training photos' pixel scale where the preview is larger (``preview_blend_scale``), else
-        None (its own size). Reads the focal length back from the device (previews only)."""
-        if self.config.preview_blend_scale != "training" or self.training_focal is None:
-            return None
-        scale = self.training_focal / float(K[0, 0, 0])
-        if scale > 0.95:  # within 5% of the training scale, or smaller: as rendered
+    def _blend_cnn_size(self, K: Tensor, W: int, H: int) -> Optional[Tuple[int, int]]:
+        """(height, width) at which the blend CNN sees renders of W×H with intrinsics K, or None for
+        their own size: ``blend_cnn_scale`` of it, and for previews larger than the training photos
+        (``preview_blend_scale='training'``) that of the training photos' pixel scale. Previews read
+        the focal length back from the device; training renders do not."""
+        scale = self.config.blend_cnn_scale
+        if not self.training and self.config.preview_blend_scale == "training" and self.training_focal is not None:
+            preview = self.training_focal / float(K[0, 0, 0])
+            if preview <= 0.95:  # more than 5% larger than the training scale
+                scale *= preview
+        if scale >= 0.999:
             return None
         return max(1, round(H * scale)), max(1, round(W * scale))
 
@@ -509,7 +519,7 @@ class CoCoGaussianModel(SplatfactoModel):
                 images = images.permute(0, 2, 3, 1)
             infos.extend(set_infos)
             images = torch.cat([images, rgb[None]])  # I_{M+1}: the base render
-            blurred, weights = self.blend_cnn(images, None if self.training else self._preview_blend_size(K, W, H))
+            blurred, weights = self.blend_cnn(images, self._blend_cnn_size(K, W, H))
             # [H, W, C] outputs only (the viewer offers each as a choice): the blend, the sharp
             # render, and the blend weight of the sharp render (1 = the CNN sees this pixel in focus)
             outputs.update(rgb=psf(blurred), rgb_sharp=outputs["rgb"], in_focus_weight=weights[-1])

@@ -212,6 +212,48 @@ def test_a_large_preview_blends_at_the_training_scale(coc_trainer) -> None:
     assert seen == [(H, W), (2 * H, 2 * W), (H, W), (H, W)]
 
 
+def test_a_smaller_blend_cnn_sees_shrunk_renders_and_blends_them_at_full_size(coc_trainer) -> None:
+    """``blend_cnn_scale=0.5``: in training and at the training size the CNN sees the renders at half
+    their size, a 2× preview at the training photos' pixel scale also halved; every output keeps
+    the render's own size, and its weights still sum to 1 per pixel."""
+    model = coc_trainer.pipeline.model
+    camera, _ = coc_trainer.pipeline.datamanager.next_eval_image(0)
+    seen = []
+    weights = model.blend_cnn.weights
+    model.blend_cnn.weights = lambda images: seen.append(tuple(images.shape[1:3])) or weights(images)
+    model.config.blend_cnn_scale = 0.5
+    focus = float(model.focus_distance(0))
+    try:
+        model.train()
+        train_camera, _ = coc_trainer.pipeline.datamanager.next_train(0)
+        with torch.no_grad():
+            trained = model.get_outputs(train_camera.to(model.device))
+        assert "rgb_sharp" in trained  # the training blend ran
+        model.eval()
+        H, W = trained["rgb"].shape[:2]
+        at_size = model.render_defocused(camera, focus, 2.0)
+        big = camera[0:1]
+        big.rescale_output_resolution(2.0)
+        wide = model.render_defocused(big, focus, 2.0)
+    finally:
+        model.config.blend_cnn_scale = 1.0
+        del model.blend_cnn.weights
+    half = (round(H / 2), round(W / 2))
+    assert seen == [half, half, half]
+    assert at_size["rgb"].shape[:2] == (H, W) and wide["rgb"].shape[:2] == (2 * H, 2 * W)
+    assert wide["in_focus_weight"].shape[:2] == (2 * H, 2 * W)
+    assert ((0 <= wide["in_focus_weight"]) & (wide["in_focus_weight"] <= 1)).all()
+
+
+def test_blend_and_coc_scales_outside_0_1_are_refused() -> None:
+    from nerfstudio.data.scene_box import SceneBox
+
+    box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    for name, value in (("blend_cnn_scale", 0.0), ("coc_render_scale", 1.5)):
+        with pytest.raises(ValueError, match=f"{name} {value}"):
+            CoCoGaussianModelConfig(**{name: value}).setup(scene_box=box, num_train_data=1, seed_points=None)
+
+
 def test_h_theta_sees_a_detached_camera(coc_trainer) -> None:
     """The official code detaches every input of h_θ: with the camera optimizer on, poses must not
     get gradients through the 2^9-frequency encoding of the camera centre."""
