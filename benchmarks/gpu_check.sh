@@ -12,6 +12,8 @@
 #   4. (only with STAGES containing 4) more scenes at a visible size: drinks (390×260) with and
 #      without background_points, the floor layout of cocogs-demo-scene (384×288), --size gpu.
 # STAGES picks stages (default "1 2 3"; once 1 and 2 have passed on a commit, "3 4" fits the time).
+# BENCH_SET="key=value ..." passes CoCoGaussian settings to stage 3's benchmark (run.py --set), e.g.
+# STAGES=3 BENCH_SET="blend_cnn_scale=0.5" for the step-time ratio of an option.
 # Here: bash benchmarks/gpu_prepare.sh; then with the device tool:
 #   run(command="bash benchmarks/gpu_check.sh", carry=[".gpu"], timeout_s=600)
 # On a CPU (the test suite runs it so that it cannot rot), with small settings:
@@ -70,7 +72,7 @@ if [[ $STAGES == *" 3 "* ]]; then
 stage "3 benchmark: baseline, cocogaussian, upper bound"
 rm -rf "$WORK/bench"
 timeout "$(limit "${BENCH_TIMEOUT:-420}")" "$PY" benchmarks/run.py "$SCENE" --size gpu --steps "${STEPS:-1500}" --out "$WORK/bench" \
-  --profile "${BENCH_ARGS[@]}" > "$WORK/bench.log" 2>&1 || status=1
+  --profile "${BENCH_ARGS[@]}" $(for kv in ${BENCH_SET:-}; do printf -- '--set %s ' "$kv"; done) > "$WORK/bench.log" 2>&1 || status=1
 grep -v -i warning "$WORK/bench.log" | tail -n 40 > "$OUT/bench.log"
 cat "$WORK"/bench/profile_cocogaussian-seed*.txt >> "$OUT/bench.log" 2>/dev/null  # torch.profiler tables
 cp "$WORK"/bench/results.json "$WORK"/bench/results.md "$WORK"/bench/figure.png "$OUT"/ 2>/dev/null  # partial too
