@@ -117,6 +117,11 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     """The aperture prior acts from this step on, when h_θ has learned the blur the photos show
     (half of training; from the CoC start on, the defocused Blender scene's K dipped under the
     gate early and collapsed). The small preset: 300 of 600."""
+    focus_prior_weight: float = 0.0
+    """Not in the paper: add this weight × (log d_F − log d_F at its initialisation)² of the training
+    view to the loss, so that a photo's focus distance stays near what the photos' sharpness said
+    unless the images insist (with points triangulated from defocused photos, near-focused photos'
+    d_F drifted from ~7 to 12–17, truth ~7). 0: off (the paper)."""
     coc_render_scale: float = 1.0
     """Render the M CoC sets at this fraction of the image size and upsample them (bilinear) before
     the blend; the base render stays at full size. They are blurred by construction, and the CNN
@@ -251,6 +256,7 @@ class CoCoGaussianModel(SplatfactoModel):
             # d_F = focus_unit · exp(focus_log): positive by construction, scale-free learning rate
             self.focus_log = Parameter(torch.zeros(self.num_train_data))
             self.register_buffer("focus_unit", torch.ones(()))
+            self.register_buffer("focus_log_init", torch.zeros(self.num_train_data))  # focus_prior_weight
             self.register_buffer("focus_initialized", torch.zeros(self.num_train_data, dtype=torch.bool))
             self.depth_of_field = DepthOfFieldControls(self.num_train_data, lambda i: float(self.focus_distance(i)))
 
@@ -291,6 +297,7 @@ class CoCoGaussianModel(SplatfactoModel):
                 f"(mean SfM point distance {float(unit):.3g})"
             )
         self.focus_log.data.copy_(torch.log(dist / unit).to(self.focus_log))
+        self.focus_log_init.copy_(self.focus_log.data)
         self.focus_initialized.fill_(True)
         # the viewer's focus range: 2-98% of camera-to-point distances, from random (camera, point) pairs
         pairs = 1_000_000
@@ -532,6 +539,9 @@ class CoCoGaussianModel(SplatfactoModel):
                     coc = coc.flatten()[:: max(1, coc.numel() // 2**20)]  # torch.quantile's size limit
                     outputs["aperture_prior_on"] = (torch.nanquantile(coc, 0.9) < prior_gate_px).float()
                     outputs["aperture_relative"] = outputs["aperture_relative"] * outputs["aperture_prior_on"]
+            if self.training and self.config.focus_prior_weight > 0:  # (log d_F − log d_F at init)²
+                index = int(camera.metadata["cam_idx"])  # type: ignore[index]  (set: defocus is not None)
+                outputs["focus_drift"] = (self.focus_log[index] - self.focus_log_init[index]) ** 2
             if in_focus_px > 0:  # where the photo is in focus for the model: the sharp loss's weights
                 aperture = sets[3].detach().median()
                 outputs["sharp_loss_weights"] = in_focus_weight(
@@ -602,6 +612,8 @@ class CoCoGaussianModel(SplatfactoModel):
         if "means" in dict:  # checkpoints of old nerfstudio versions, as Splatfacto handles them
             for name in self.gauss_params.keys():
                 dict[f"gauss_params.{name}"] = dict.pop(name)
+        if "focus_log" in dict and "focus_log_init" not in dict:  # checkpoints from before focus_prior_weight
+            dict["focus_log_init"] = dict["focus_log"].clone()
         count = dict["gauss_params.means"].shape[0]
         for param in self.gauss_params.values():
             param.data = param.data.new_zeros((count,) + tuple(param.shape[1:]))
@@ -613,7 +625,8 @@ class CoCoGaussianModel(SplatfactoModel):
     # ------------------------------------------------------------------ metrics
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         """Splatfacto's loss on the blend (Eq. 15), plus ``sharp_loss_weight`` × L1 of the sharp render
-        and ``aperture_prior_weight`` × the mean relative aperture."""
+        and ``aperture_prior_weight`` × the mean relative aperture, ``focus_prior_weight`` × the
+        view's squared log drift of d_F."""
         losses = super().get_loss_dict(outputs, batch, metrics_dict)
         if self.training and self.config.sharp_loss_weight > 0 and "rgb_sharp" in outputs:
             gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
@@ -627,6 +640,8 @@ class CoCoGaussianModel(SplatfactoModel):
             losses["sharp_loss"] = self.config.sharp_loss_weight * error.mean()
         if self.training and "aperture_relative" in outputs:  # aperture_prior_weight
             losses["aperture_prior"] = self.config.aperture_prior_weight * outputs["aperture_relative"]
+        if self.training and "focus_drift" in outputs:  # focus_prior_weight
+            losses["focus_prior"] = self.config.focus_prior_weight * outputs["focus_drift"]
         return losses
 
     def get_image_metrics_and_images(

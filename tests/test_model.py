@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -475,3 +476,31 @@ def test_aperture_prior_gate_acts_on_a_small_learned_blur_after_its_start(demo_s
         assert prior == (pytest.approx(ungated, rel=1e-4) if on else 0.0), (below_px, q90)
     model.config.aperture_prior_start_step = model.step + 1
     assert "aperture_prior" not in model.get_loss_dict(model(camera), batch)
+
+
+def test_focus_prior_pulls_a_drifted_focus_back_to_its_initialisation(coc_trainer) -> None:
+    """``focus_prior_weight`` w adds w × (log d_F − log d_F at init)² of the training view: 0 at the
+    start; after d_F of the view drifts ×2, w·ln(2)², and its gradient lowers d_F again (only that
+    view's). A checkpoint without the initial d_F (older versions) loads with it as its d_F."""
+    model = coc_trainer.pipeline.model
+    model.config.focus_prior_weight = 0.5
+    model.train()
+    camera, batch = coc_trainer.pipeline.datamanager.next_train(0)
+    index = int(camera.metadata["cam_idx"])
+    assert model.get_loss_dict(model(camera), batch)["focus_prior"].item() == pytest.approx(0.0, abs=1e-12)
+    initial = model.focus_distance(index).item()
+    with torch.no_grad():
+        model.focus_log[index] += math.log(2.0)
+    prior = model.get_loss_dict(model(camera), batch)["focus_prior"]
+    assert prior.item() == pytest.approx(0.5 * math.log(2.0) ** 2, rel=1e-5)
+    model.focus_log.grad = None
+    prior.backward()
+    grad = model.focus_log.grad
+    assert grad[index].item() == pytest.approx(2 * 0.5 * math.log(2.0), rel=1e-5)  # d/dlog: pushes d_F down
+    assert torch.count_nonzero(grad).item() == 1
+    model.config.focus_prior_weight = 0.0
+    assert "focus_prior" not in model.get_loss_dict(model(camera), batch)
+    state = {k: v for k, v in model.state_dict().items() if k != "focus_log_init"}
+    model.load_state_dict(state)
+    assert torch.equal(model.focus_log_init, model.focus_log.detach())
+    assert model.focus_distance(index).item() == pytest.approx(2 * initial, rel=1e-5)
