@@ -530,10 +530,11 @@ class CoCoGaussianModel(SplatfactoModel):
             # [H, W, C] outputs only (the viewer offers each as a choice): the blend, the sharp
             # render, and the blend weight of the sharp render (1 = the CNN sees this pixel in focus)
             outputs.update(rgb=psf(blurred), rgb_sharp=outputs["rgb"], in_focus_weight=weights[-1])
+            # the gate and the sharp loss's weights measure the CoC with h_θ's median aperture
+            aperture = sets[3].detach().median() if (self.training and prior_gate_px > 0) or in_focus_px > 0 else None
             if self.training and prior_on:  # mean K in its unit, for the prior
                 outputs["aperture_relative"] = sets[3].mean() / (self.aperture_unit * aperture_scale)
                 if prior_gate_px > 0:  # on only while the learned blur is small (no host sync)
-                    aperture = sets[3].detach().median()
                     coc = coc_pixels(depth.detach(), focus.detach(), aperture, K[0, 0, 0], self.config.coc_form)
                     coc = coc.masked_fill(alpha.detach() < 0.5, float("nan"))  # pixels the Gaussians cover
                     coc = coc.flatten()[:: max(1, coc.numel() // 2**20)]  # torch.quantile's size limit
@@ -543,7 +544,6 @@ class CoCoGaussianModel(SplatfactoModel):
                 index = int(camera.metadata["cam_idx"])  # type: ignore[index]  (set: defocus is not None)
                 outputs["focus_drift"] = (self.focus_log[index] - self.focus_log_init[index]) ** 2
             if in_focus_px > 0:  # where the photo is in focus for the model: the sharp loss's weights
-                aperture = sets[3].detach().median()
                 outputs["sharp_loss_weights"] = in_focus_weight(
                     depth.detach(), focus.detach(), aperture, K[0, 0, 0], in_focus_px, self.config.coc_form
                 )  # [H, W, 1]

@@ -216,7 +216,7 @@ def test_a_large_preview_blends_at_the_training_scale(coc_trainer) -> None:
 def test_a_smaller_blend_cnn_sees_shrunk_renders_and_blends_them_at_full_size(coc_trainer) -> None:
     """``blend_cnn_scale=0.5``: in training and at the training size the CNN sees the renders at half
     their size, a 2× preview at the training photos' pixel scale also halved; every output keeps
-    the render's own size, and its weights still sum to 1 per pixel."""
+    the render's own size, and the sharp render's upsampled weight stays in [0, 1]."""
     model = coc_trainer.pipeline.model
     camera, _ = coc_trainer.pipeline.datamanager.next_eval_image(0)
     seen = []
