@@ -13,7 +13,10 @@ mostly does not get there. Here each image's d_F starts where its photo is sharp
    top ``top_fraction``.
 
 All-in-focus photos give r ≈ 1 everywhere and d_F ≈ the median distance, close to the paper's
-mean. Plain tensor functions, no nerfstudio imports.
+mean. Optionally (``occlusion=True``) a photo only counts the points that no other point hides
+(:func:`visible_points`): behind an occluder a point projects onto the occluder's texture, and
+in a photo focused on the occluder it looks sharp there. Plain tensor functions, no nerfstudio
+imports.
 """
 
 from __future__ import annotations
@@ -48,6 +51,26 @@ def project_points(points: Tensor, viewmat: Tensor, K: Tensor, width: int, heigh
     return uv, cam.norm(dim=-1), inside
 
 
+def visible_points(uv: Tensor, distance: Tensor, inside: Tensor, width: int, cells_across: int = 100, tolerance: float = 0.05) -> Tensor:
+    """Mask [P] of the points in view that no other point hides: a z-buffer over the points.
+
+    The image is cut into cells ``width / cells_across`` pixels wide (at least 1 px); a point is
+    hidden when a point in its cell or the 8 around it is more than ``tolerance`` (relative) nearer.
+    Cells scale with the image, so the test means the same at every resolution (measured on
+    100-pixel-wide photos, README "Cycles scene").
+    """
+    cell = max(1.0, width / cells_across)
+    ids = torch.nonzero(inside).squeeze(1)
+    ij = (uv[ids] / cell).long()
+    cols, rows = int(ij[:, 0].max()) + 1 if ids.numel() else 1, int(ij[:, 1].max()) + 1 if ids.numel() else 1
+    zbuf = torch.full((rows * cols,), float("inf"), device=uv.device)
+    zbuf.scatter_reduce_(0, ij[:, 1] * cols + ij[:, 0], distance[ids], reduce="amin")
+    nearest = -F.max_pool2d(-zbuf.view(1, 1, rows, cols), 3, stride=1, padding=1)[0, 0]
+    visible = torch.zeros_like(inside)
+    visible[ids] = distance[ids] <= nearest[ij[:, 1], ij[:, 0]] * (1 + tolerance)
+    return visible
+
+
 def focus_from_sharpness(
     images: Sequence[Tensor],
     viewmats: Tensor,
@@ -55,6 +78,7 @@ def focus_from_sharpness(
     points: Tensor,
     top_fraction: float = 0.1,
     min_points: int = 10,
+    occlusion: bool = False,
 ) -> Tensor:
     """d_F per image [N]: median distance of the points it shows relatively sharpest (see module doc).
 
@@ -63,7 +87,8 @@ def focus_from_sharpness(
         viewmats: world→camera (OpenCV axes) [N, 4, 4]; Ks: intrinsics [N, 3, 3] for those sizes.
         points: SfM points [P, 3] in the same world frame; the work happens on their device.
     Images that see fewer than ``min_points`` points get the median distance of what they see
-    (or of all points, when they see none).
+    (or of all points, when they see none). ``occlusion``: each image counts only the points
+    :func:`visible_points` keeps.
 
     Memory grows with the (image, point) pairs actually seen, never with images × points: one
     image is projected at a time and only the points it sees are kept.
@@ -78,6 +103,8 @@ def focus_from_sharpness(
     for i, image in enumerate(images):
         h, w = image.shape[:2]
         uv, d, inside = project_points(points, viewmats[i].float(), Ks[i].float(), w, h)
+        if occlusion:
+            inside = visible_points(uv, d, inside, w)
         ids = torch.nonzero(inside).squeeze(1)
         px = uv[ids].long()
         s = local_sharpness(image.to(device))[px[:, 1], px[:, 0]]

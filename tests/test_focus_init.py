@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cocogs_nerfstudio.focus_init import focus_from_sharpness, local_sharpness, project_points
+from cocogs_nerfstudio.focus_init import focus_from_sharpness, local_sharpness, project_points, visible_points
 
 
 def test_local_sharpness_of_a_step_edge_by_hand() -> None:
@@ -68,6 +68,48 @@ def test_relative_sharpness_picks_the_plane_each_photo_shows_sharp() -> None:
     # the same all-in-focus photo twice: no preference, the median distance of everything
     same = focus_from_sharpness([photo0, photo0], viewmats, K.expand(2, 3, 3), points, top_fraction=1.0)
     assert torch.allclose(same, dist.median().expand(2))
+
+
+def test_visible_points_by_hand() -> None:
+    """A z-buffer over the points with cells width/100 px wide: a point is hidden when a point in
+    its cell or a neighbouring one is more than 5% nearer."""
+    uv = torch.tensor([[10.2, 10.7], [11.5, 10.1], [30.0, 30.0], [10.4, 10.9], [13.0, 10.0], [50.0, 50.0]])
+    d = torch.tensor([2.0, 5.0, 5.0, 2.05, 5.0, 1.0])
+    inside = torch.tensor([True, True, True, True, True, False])
+    # 100 px wide: 1 px cells. The 2nd point is one cell from the 1st and 2.5× farther: hidden; the
+    # 4th is within 5% of it: kept; the 5th is 3 cells away: kept; the 6th is out of view
+    assert visible_points(uv, d, inside, 100).tolist() == [True, False, True, True, True, False]
+    # 400 px wide: 4 px cells, so the 5th point (cell 3 next to cell 2) is hidden too
+    assert visible_points(uv, d, inside, 400).tolist() == [True, False, True, True, False, False]
+
+
+def test_occlusion_keeps_hidden_points_from_looking_sharp() -> None:
+    """Photo 0 is focused on a near occluder (left half, sharp); twice as many far points lie
+    right behind it. Projected onto the occluder's sharp texture they look as sharp as it does,
+    and without the occlusion test photo 0's d_F lands far."""
+    gen = torch.Generator().manual_seed(0)
+    texture = torch.rand(40, 80, generator=gen)
+    blurred = torch.nn.functional.avg_pool2d(texture[None, None], 5, stride=1, padding=2, count_include_pad=False)[0, 0]
+    photo0 = torch.cat([texture[:, :40], blurred[:, 40:]], dim=1)[..., None].expand(-1, -1, 3)
+    photo1 = torch.cat([blurred[:, :40], texture[:, 40:]], dim=1)[..., None].expand(-1, -1, 3)
+    K = torch.tensor([[40.0, 0, 40], [0, 40.0, 20], [0, 0, 1]])
+
+    def lift(u: torch.Tensor, v: torch.Tensor, z: float) -> torch.Tensor:
+        uu, vv = torch.meshgrid(u, v, indexing="xy")
+        return torch.stack([(uu.flatten() - 40) / 40 * z, (vv.flatten() - 20) / 40 * z, torch.full((uu.numel(),), z)], -1)
+
+    v = torch.linspace(4, 36, 12)
+    near = lift(torch.linspace(4, 36, 12), v, 2.0)
+    hidden = torch.cat([lift(torch.linspace(4.3, 36.3, 12), v, 8.0), lift(torch.linspace(4.6, 36.6, 12), v + 0.4, 8.0)])
+    far = lift(torch.linspace(44, 76, 12), v, 8.0)
+    points = torch.cat([near, hidden, far])
+    viewmats, Ks = torch.eye(4).expand(2, 4, 4), K.expand(2, 3, 3)
+    dist = points.norm(dim=-1)
+    naive = focus_from_sharpness([photo0, photo1], viewmats, Ks, points, top_fraction=0.2)
+    assert naive[0] > dist[:144].max()  # pulled behind the occluder
+    focus = focus_from_sharpness([photo0, photo1], viewmats, Ks, points, top_fraction=0.2, occlusion=True)
+    assert dist[:144].min() <= focus[0] <= dist[:144].max()
+    assert dist[432:].min() <= focus[1] <= dist[432:].max()
 
 
 def test_sharpness_init_finds_each_demo_photos_focus(demo_scene: Path) -> None:
