@@ -197,6 +197,8 @@ class CoCoGaussianModel(SplatfactoModel):
     """Splatfacto + CoC Gaussians, learnable aperture (h_θ) and per-image focus d_F."""
 
     config: CoCoGaussianModelConfig
+    PRIOR_OUTPUTS = ("aperture_relative", "aperture_prior_on", "focus_drift")
+    """Training-only scalar outputs that the priors' losses read; every other output is an image."""
 
     # ------------------------------------------------------------------ setup
     def populate_modules(self) -> None:

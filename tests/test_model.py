@@ -75,8 +75,11 @@ def test_sharp_render_is_the_base_gaussians_alone(coc_trainer) -> None:
     model.train()
     model.step = 5
     out = model.get_outputs(camera)
-    # every output is an [H, W, C] image (the viewer offers each one as a choice)
-    assert all(v.shape[:2] == out["rgb"].shape[:2] for k, v in out.items() if k != "background" and v is not None)
+    # every output is an [H, W, C] image (the viewer offers each one as a choice), but for the
+    # priors' training-only scalars (the focus prior is on by default: its term is here)
+    images = {k: v for k, v in out.items() if k not in model.PRIOR_OUTPUTS and k != "background" and v is not None}
+    assert all(v.shape[:2] == out["rgb"].shape[:2] for v in images.values())
+    assert out["focus_drift"].shape == () and set(out) - set(images) <= {"background", *model.PRIOR_OUTPUTS}
     weight = out["in_focus_weight"]
     assert weight.shape[-1] == 1 and bool((weight > 0).all()) and bool((weight < 1).all())
     model.eval()
