@@ -42,16 +42,22 @@ def test_project_points_by_hand() -> None:
     assert inside.tolist() == [True, False, False, False]  # u = 100 is outside a 100-px row; behind; far right
 
 
-def test_relative_sharpness_picks_the_plane_each_photo_shows_sharp() -> None:
-    """Two photos of the same two point groups (near on the left, far on the right); photo 0
-    shows the left half sharp, photo 1 the right half. Texture is the same in both, so only the
-    blur decides."""
+def _left_right_photos() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two 80×40 photos of one random texture: photo 0 sharp on the left half and blurred (5×5
+    box) on the right, photo 1 the other way round; and their intrinsics (f = 40 px)."""
     gen = torch.Generator().manual_seed(0)
     texture = torch.rand(40, 80, generator=gen)
     blurred = torch.nn.functional.avg_pool2d(texture[None, None], 5, stride=1, padding=2, count_include_pad=False)[0, 0]
     photo0 = torch.cat([texture[:, :40], blurred[:, 40:]], dim=1)[..., None].expand(-1, -1, 3)
     photo1 = torch.cat([blurred[:, :40], texture[:, 40:]], dim=1)[..., None].expand(-1, -1, 3)
-    K = torch.tensor([[40.0, 0, 40], [0, 40.0, 20], [0, 0, 1]])
+    return photo0, photo1, torch.tensor([[40.0, 0, 40], [0, 40.0, 20], [0, 0, 1]])
+
+
+def test_relative_sharpness_picks_the_plane_each_photo_shows_sharp() -> None:
+    """Two photos of the same two point groups (near on the left, far on the right); photo 0
+    shows the left half sharp, photo 1 the right half. Texture is the same in both, so only the
+    blur decides."""
+    photo0, photo1, K = _left_right_photos()
     # near points (z = 2) project to the left half, far ones (z = 8) to the right half
     u_left, u_right = torch.linspace(4, 36, 12), torch.linspace(44, 76, 12)
     v = torch.linspace(4, 36, 12)
@@ -87,12 +93,7 @@ def test_occlusion_keeps_hidden_points_from_looking_sharp() -> None:
     """Photo 0 is focused on a near occluder (left half, sharp); twice as many far points lie
     right behind it. Projected onto the occluder's sharp texture they look as sharp as it does,
     and without the occlusion test photo 0's d_F lands far."""
-    gen = torch.Generator().manual_seed(0)
-    texture = torch.rand(40, 80, generator=gen)
-    blurred = torch.nn.functional.avg_pool2d(texture[None, None], 5, stride=1, padding=2, count_include_pad=False)[0, 0]
-    photo0 = torch.cat([texture[:, :40], blurred[:, 40:]], dim=1)[..., None].expand(-1, -1, 3)
-    photo1 = torch.cat([blurred[:, :40], texture[:, 40:]], dim=1)[..., None].expand(-1, -1, 3)
-    K = torch.tensor([[40.0, 0, 40], [0, 40.0, 20], [0, 0, 1]])
+    photo0, photo1, K = _left_right_photos()
 
     def lift(u: torch.Tensor, v: torch.Tensor, z: float) -> torch.Tensor:
         uu, vv = torch.meshgrid(u, v, indexing="xy")
