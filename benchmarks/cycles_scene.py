@@ -31,7 +31,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -202,8 +202,8 @@ def _wave(scale: float, colors):
     return build
 
 
-def build_scene() -> List[str]:
-    """Replace Blender's default scene with this one; returns the object names."""
+def build_scene() -> None:
+    """Replace Blender's default scene with this one."""
     import bpy
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -244,11 +244,10 @@ def build_scene() -> List[str]:
     text.data.materials.append(_material("text", _checker(60.0, (0.95, 0.75, 0.1), (0.8, 0.1, 0.05))))
     # a Voronoi sphere and a cone, far
     ops.primitive_uv_sphere_add(radius=0.5, location=(1.1, 4.9, 0.5), segments=64, ring_count=32)
-    sphere = add(bpy.context.object, _material("sphere", _voronoi(8.0, [(0.9, 0.95, 1.0), (0.2, 0.4, 0.7), (0.05, 0.05, 0.1)])))
+    add(bpy.context.object, _material("sphere", _voronoi(8.0, [(0.9, 0.95, 1.0), (0.2, 0.4, 0.7), (0.05, 0.05, 0.1)])))
     bpy.ops.object.shade_smooth()
     ops.primitive_cone_add(radius1=0.4, depth=1.2, location=(-0.4, 5.8, 0.6))
     add(bpy.context.object, _material("cone", _wave(6.0, [(0.3, 0.6, 0.2), (0.9, 0.95, 0.5)])))
-    del sphere
     # light: sun and a blue-grey sky
     bpy.ops.object.light_add(type="SUN", location=(2, -2, 6), rotation=(0.7, 0.2, 0.6))
     bpy.context.object.data.energy = 2.2
@@ -258,7 +257,6 @@ def build_scene() -> List[str]:
     world.node_tree.nodes["Background"].inputs["Color"].default_value = (0.45, 0.55, 0.75, 1.0)
     world.node_tree.nodes["Background"].inputs["Strength"].default_value = 0.45
     scene.world = world
-    return [o.name for o in scene.objects if o.type in ("MESH", "FONT")]
 
 
 def setup_render(width: int, height: int, spp: int) -> None:

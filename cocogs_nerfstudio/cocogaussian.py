@@ -91,7 +91,7 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     """Not in the paper: the sharpness init counts a point in a photo only if no point projected
     next to it is nearer (a z-buffer over the SfM points), so points hidden behind a sharp occluder
     do not look sharp. Measured without training (README, Cycles scene): photos whose init is off by
-    more than 30% 18 → 6 of 21 with points from sharp depth; demo and floor unchanged."""
+    more than 30% 18 → 6 of 21 with points from sharp depth; demo unchanged, floor a little worse."""
     sharp_loss_weight: float = 1.0
     """Not in the paper: add this weight × the L1 loss of the sharp render (the base Gaussians
     alone) against the photo, during CoC training, so that the base cannot lean on the CoC blur

@@ -59,10 +59,11 @@ def visible_points(uv: Tensor, distance: Tensor, inside: Tensor, width: int, cel
     Cells scale with the image, so the test means the same at every resolution (measured on
     100-pixel-wide photos, README "Cycles scene").
     """
-    cell = max(1.0, width / cells_across)
     ids = torch.nonzero(inside).squeeze(1)
-    ij = (uv[ids] / cell).long()
-    cols, rows = int(ij[:, 0].max()) + 1 if ids.numel() else 1, int(ij[:, 1].max()) + 1 if ids.numel() else 1
+    if ids.numel() == 0:
+        return inside.clone()
+    ij = (uv[ids] / max(1.0, width / cells_across)).long()
+    cols, rows = int(ij[:, 0].max()) + 1, int(ij[:, 1].max()) + 1
     zbuf = torch.full((rows * cols,), float("inf"), device=uv.device)
     zbuf.scatter_reduce_(0, ij[:, 1] * cols + ij[:, 0], distance[ids], reduce="amin")
     nearest = -F.max_pool2d(-zbuf.view(1, 1, rows, cols), 3, stride=1, padding=1)[0, 0]
