@@ -92,6 +92,12 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     next to it is nearer (a z-buffer over the SfM points), so points hidden behind a sharp occluder
     do not look sharp. Measured without training (README, Cycles scene): photos whose init is off by
     more than 30% 18 → 6 of 21 with points from sharp depth; demo unchanged, floor a little worse."""
+    focus_plane: bool = False
+    """Not in the paper: d in Eq. 7 (and in the sharpness focus init) is the Gaussian's depth along
+    the camera's viewing axis, so that a photo is in focus on a plane, as with a real lens and as
+    Blender, Cycles and the demo scene render; False: its distance from the camera centre (paper),
+    in focus on a sphere, which at the edge of a 54° view puts points of the focus plane 11% behind
+    it. The rendered depth the sharp-render loss and the aperture prior read is this depth already."""
     sharp_loss_weight: float = 1.0
     """Not in the paper: add this weight × the L1 loss of the sharp render (the base Gaussians
     alone) against the photo, during CoC training, so that the base cannot lean on the CoC blur
@@ -191,6 +197,11 @@ def _lpips_deferred() -> Iterator[None]:
 
 def _camera_centre(camera_to_world: Tensor) -> Tensor:
     return camera_to_world[..., :3, 3].reshape(3)
+
+
+def _camera_axis(camera_to_world: Tensor) -> Tensor:
+    """Unit viewing direction [3] of a camera-to-world matrix (nerfstudio/OpenGL: looks down −z)."""
+    return -camera_to_world[..., :3, 2].reshape(3)
 
 
 class CoCoGaussianModel(SplatfactoModel):
@@ -301,7 +312,10 @@ class CoCoGaussianModel(SplatfactoModel):
         self.focus_unit.copy_(unit)
         if self.config.focus_init == "sharpness" and images is not None and Ks is not None:
             viewmats = viewmats_from_camera_to_worlds(c2w)
-            dist = focus_from_sharpness(images, viewmats, Ks.to(points), points, occlusion=self.config.focus_init_occlusion)
+            dist = focus_from_sharpness(
+                images, viewmats, Ks.to(points), points,
+                occlusion=self.config.focus_init_occlusion, depth=self.config.focus_plane,
+            )  # fmt: skip
             CONSOLE.log(
                 f"Focus d_F from photo sharpness: {float(dist.min()):.3g} to {float(dist.max()):.3g} "
                 f"(mean SfM point distance {float(unit):.3g})"
@@ -342,17 +356,24 @@ class CoCoGaussianModel(SplatfactoModel):
         scales: Tensor,
         quats: Tensor,
         aperture_scale: float = 1.0,
+        axis: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Means, scales, quats [M, N, ·] of the CoC sets for a camera at ``centre`` (Eqs. 7-12),
         and K [N] (Eq. 7, × ``aperture_scale``).
 
         ``scales`` are activated; ``aperture_scale`` multiplies the learned K (viewer control).
+        ``axis``: the camera's unit viewing direction, needed with ``focus_plane`` (d = depth along it).
         """
         cfg = self.config
         out = self.coc_mlp(centre.detach(), means.detach(), scales.detach(), quats.detach())
         aperture = self.aperture_of(out) * aperture_scale
         if cfg.use_coc:
-            distance = (means - centre[None]).norm(dim=-1).clamp_min(1e-6)  # d(µ)
+            if cfg.focus_plane:
+                if axis is None:
+                    raise ValueError("focus_plane needs the camera's viewing axis")
+                distance = ((means - centre[None]) @ axis).clamp_min(1e-6)  # d(µ): depth along the axis
+            else:
+                distance = (means - centre[None]).norm(dim=-1).clamp_min(1e-6)  # d(µ)
             diameter = coc_diameter(distance, focus, aperture, cfg.coc_form)
         else:
             diameter = (self.config.aperture_init * self.focus_unit * aperture_scale).expand(means.shape[0])
@@ -522,7 +543,9 @@ class CoCoGaussianModel(SplatfactoModel):
 
         if defocus is not None:
             focus, aperture_scale = defocus
-            sets = self.coc_gaussian_sets(_camera_centre(c2w), focus, means, scales, quats, aperture_scale)
+            sets = self.coc_gaussian_sets(
+                _camera_centre(c2w), focus, means, scales, quats, aperture_scale, axis=_camera_axis(c2w)
+            )
             # the CoC sets are blurred by construction: optionally rendered smaller, then upsampled
             W_c, H_c = max(1, round(W * self.config.coc_render_scale)), max(1, round(H * self.config.coc_render_scale))
             K_c = scale_intrinsics(K, W_c / W, H_c / H)

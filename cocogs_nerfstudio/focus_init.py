@@ -39,8 +39,11 @@ def local_sharpness(image: Tensor, window: int = 5) -> Tensor:
     return F.avg_pool2d(energy, window, stride=1, padding=window // 2, count_include_pad=False)[0, 0]
 
 
-def project_points(points: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Pixel coordinates [P, 2], camera distances [P] and in-view mask [P] of world points.
+def project_points(
+    points: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int, depth: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Pixel coordinates [P, 2], camera distances [P] (``depth``: z along the viewing axis
+    instead) and in-view mask [P] of world points.
 
     ``viewmat`` is world→camera in OpenCV axes (z forward), ``K`` the 3×3 intrinsics.
     """
@@ -48,7 +51,7 @@ def project_points(points: Tensor, viewmat: Tensor, K: Tensor, width: int, heigh
     z = cam[:, 2]
     uv = (cam[:, :2] / z.clamp_min(1e-9)[:, None]) * torch.stack([K[0, 0], K[1, 1]]) + torch.stack([K[0, 2], K[1, 2]])
     inside = (z > 1e-6) & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
-    return uv, cam.norm(dim=-1), inside
+    return uv, (z if depth else cam.norm(dim=-1)), inside
 
 
 def visible_points(uv: Tensor, distance: Tensor, inside: Tensor, width: int, cells_across: int = 100, tolerance: float = 0.05) -> Tensor:
@@ -80,6 +83,7 @@ def focus_from_sharpness(
     top_fraction: float = 0.1,
     min_points: int = 10,
     occlusion: bool = False,
+    depth: bool = False,
 ) -> Tensor:
     """d_F per image [N]: median distance of the points it shows relatively sharpest (see module doc).
 
@@ -89,7 +93,8 @@ def focus_from_sharpness(
         points: SfM points [P, 3] in the same world frame; the work happens on their device.
     Images that see fewer than ``min_points`` points get the median distance of what they see
     (or of all points, when they see none). ``occlusion``: each image counts only the points
-    :func:`visible_points` keeps.
+    :func:`visible_points` keeps. ``depth``: z along each camera's viewing axis instead of the
+    distance from its centre (the model's ``focus_plane``).
 
     Memory grows with the (image, point) pairs actually seen, never with images × points: one
     image is projected at a time and only the points it sees are kept.
@@ -103,7 +108,7 @@ def focus_from_sharpness(
     fallback: List[Tensor] = []  # median distance of every point, for images that see none
     for i, image in enumerate(images):
         h, w = image.shape[:2]
-        uv, d, inside = project_points(points, viewmats[i].float(), Ks[i].float(), w, h)
+        uv, d, inside = project_points(points, viewmats[i].float(), Ks[i].float(), w, h, depth)
         if occlusion:
             inside = visible_points(uv, d, inside, w)
         ids = torch.nonzero(inside).squeeze(1)

@@ -40,6 +40,8 @@ def test_project_points_by_hand() -> None:
     assert uv[1].tolist() == pytest.approx([100 * 0.5 + 50, 100 * 0.25 + 40])
     assert dist[1].item() == pytest.approx(float(np.sqrt(1 + 0.25 + 4)))
     assert inside.tolist() == [True, False, False, False]  # u = 100 is outside a 100-px row; behind; far right
+    _, depth, _ = project_points(points, viewmat, K, 100, 80, depth=True)  # z along the axis (focus_plane)
+    assert depth.tolist() == pytest.approx([2.0, 2.0, -1.0, 2.0])
 
 
 def _left_right_photos() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

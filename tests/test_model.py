@@ -322,6 +322,28 @@ def test_table3_ablations_train(demo_scene: Path, tmp_path: Path, ablation: dict
         assert model.coc_mlp.head.weight.grad[0].abs().sum() == 0
 
 
+def test_focus_plane_measures_d_along_the_viewing_axis(demo_scene: Path, tmp_path: Path) -> None:
+    """``focus_plane``: a Gaussian on the focus plane but off the axis (depth 5, distance 6.25) is in
+    focus (σ = 0: its CoC copies stay on it), where the paper's distance gives σ = K·6.25·|1/6.25 − 1/5|
+    = K/4, i.e. copies σ/2·β = β·K/8 away (Eqs. 7, 9). It trains a step."""
+    trainer = make_trainer(demo_scene, tmp_path, steps=2, name="plane", coc_start_step=0, focus_plane=True)
+    model = trainer.pipeline.model
+    run_iteration(trainer, 0)
+    assert model.coc_mlp.head.weight.grad is not None and torch.isfinite(model.means).all()
+    centre, axis, focus = torch.zeros(3), torch.tensor([0.0, 0.0, -1.0]), torch.tensor(5.0)
+    means = torch.tensor([[0.0, 3.75, -5.0]])
+    scales, quats = torch.exp(model.scales[:1]).detach(), model.quats[:1].detach()
+    with torch.no_grad():
+        coc_means, _, _, aperture = model.coc_gaussian_sets(centre, focus, means, scales, quats, axis=axis)
+        assert torch.allclose(coc_means, means.expand_as(coc_means))
+        model.config.focus_plane = False
+        coc_means, _, _, aperture = model.coc_gaussian_sets(centre, focus, means, scales, quats)
+        beta = model.coc_mlp(centre, means, scales, quats).beta  # [M, 1]
+    offsets = (coc_means - means).norm(dim=-1)
+    assert torch.allclose(offsets, beta * aperture / 8, rtol=1e-5)
+    assert (offsets > 0).all()
+
+
 def test_network_learning_rates_decay_from_the_coc_start() -> None:
     """h_θ, the blend CNN and d_F get no gradient before CoC starts; their learning rates decay
     ×0.01 from that step (the official code), the Gaussians' from step 0."""
