@@ -334,7 +334,7 @@ def test_focus_plane_measures_d_along_the_viewing_axis(demo_scene: Path, tmp_pat
     means = torch.tensor([[0.0, 3.75, -5.0]])
     scales, quats = torch.exp(model.scales[:1]).detach(), model.quats[:1].detach()
     with torch.no_grad():
-        coc_means, _, _, aperture = model.coc_gaussian_sets(centre, focus, means, scales, quats, axis=axis)
+        coc_means = model.coc_gaussian_sets(centre, focus, means, scales, quats, axis=axis)[0]
         assert torch.allclose(coc_means, means.expand_as(coc_means))
         model.config.focus_plane = False
         coc_means, _, _, aperture = model.coc_gaussian_sets(centre, focus, means, scales, quats)
