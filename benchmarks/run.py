@@ -147,12 +147,15 @@ def time_steps(trainer) -> List[float]:
     return times
 
 
-def steady_step_time(times: List[float], start: float) -> float:
+def steady_step_time(times: List[float], start: float, period: int = 1) -> float:
     """Median seconds per step over the last quarter of training: after densification and the
-    CoC start, on warm kernels (gsplat's first call may build them: minutes)."""
+    CoC start, on warm kernels (gsplat's first call may build them: minutes). With ``period`` > 1
+    (``coc_every``: one CoC step, then period − 1 cheaper ones) the median is of the mean step of
+    each run of ``period`` consecutive steps."""
     ends = [start] + times
-    durations = [b - a for a, b in zip(ends[:-1], ends[1:])]
-    return float(np.median(durations[-max(1, len(durations) // 4) :]))
+    durations = np.diff(ends)[-max(period, len(times) // 4) :]
+    durations = durations[len(durations) % period :].reshape(-1, period).mean(axis=1)
+    return float(np.median(durations))
 
 
 def matmul_gflops(seconds: float = 0.5, n: int = 512) -> float:
@@ -217,7 +220,7 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path, seed: int, im
         "steps": args.steps,
         "train_s": round(train_s, 1),
         "s_per_step": round(train_s / args.steps, 4),
-        "s_per_step_steady": round(steady_step_time(step_ends, start), 4),
+        "s_per_step_steady": round(steady_step_time(step_ends, start, getattr(model.config, "coc_every", 1)), 4),
         "gaussians": int(model.num_points),
         **{k: metrics[k] for k in ("psnr", "ssim", "lpips") if k in metrics},
         "config": str(out / "runs" / args.scene.name / cfg.method_name / cfg.timestamp / "config.yml"),

@@ -142,6 +142,13 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     """Render the M CoC sets at this fraction of the image size and upsample them (bilinear) before
     the blend; the base render stays at full size. They are blurred by construction, and the CNN
     picks the base render where the photo is sharp. 1: the paper (M+1 full-size renders)."""
+    coc_every: int = 1
+    """Not in the paper: render the CoC sets and blend on every ``coc_every``-th training step only
+    (from ``coc_start_step``); the steps between render the base Gaussians alone and train them with
+    the sharp-render loss only (``sharp_loss_weight`` × the L1 of the sharp render, weighted by
+    ``sharp_loss_in_focus_px``: where the model sees the photo in focus), which costs what a 3DGS
+    step does and does not pull the base towards the photo's blur. h_θ, the CNN and d_F learn on the
+    CoC steps; densification statistics come from the CoC steps. 1: every step (the paper)."""
     batch_coc_sets: bool = True
     """Render the M CoC sets in one batch (the sets as M cameras) instead of M calls: the same
     images and gradients. On CUDA one gsplat call, fewer kernel launches; on the CPU one
@@ -213,7 +220,7 @@ class CoCoGaussianModel(SplatfactoModel):
     """Splatfacto + CoC Gaussians, learnable aperture (h_θ) and per-image focus d_F."""
 
     config: CoCoGaussianModelConfig
-    PRIOR_OUTPUTS = ("aperture_relative", "aperture_prior_on", "focus_drift")
+    PRIOR_OUTPUTS = ("aperture_relative", "aperture_prior_on", "focus_drift", "sharp_only")
     """Training-only scalar outputs that the priors' losses read; every other output is an image."""
 
     # ------------------------------------------------------------------ setup
@@ -226,6 +233,15 @@ class CoCoGaussianModel(SplatfactoModel):
         for name in ("coc_render_scale", "blend_cnn_scale"):
             if not 0 < getattr(cfg, name) <= 1:
                 raise ValueError(f"{name} {getattr(cfg, name)}: expected a fraction of the image size in (0, 1]")
+        if cfg.coc_every < 1:
+            raise ValueError(f"coc_every {cfg.coc_every}: expected a step interval of at least 1")
+        if cfg.coc_enabled and cfg.coc_every > 1 and (cfg.sharp_loss_weight <= 0 or cfg.sharp_loss_in_focus_px <= 0):
+            raise ValueError(
+                f"coc_every {cfg.coc_every} trains the steps between CoC steps with the in-focus sharp-render loss "
+                f"alone: it needs sharp_loss_weight > 0 and sharp_loss_in_focus_px > 0 (they are "
+                f"{cfg.sharp_loss_weight} and {cfg.sharp_loss_in_focus_px}); without them those steps would fit "
+                "the base Gaussians to the photos' blur"
+            )
         # Splatfacto's populate_modules puts seed colours on .cuda() and builds LPIPS with a
         # download: let it build everything without colours and LPIPS, then add both here.
         seeds, colors = self.seed_points, None
@@ -261,6 +277,7 @@ class CoCoGaussianModel(SplatfactoModel):
         )
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
         self._infos: List[Dict] = []
+        self._sharp_only = False  # this training step renders the base alone (coc_every)
         self._train_image_sizes: Dict[int, Tuple[int, int]] = {}
         self.defocus_preview: Optional[Tuple[float, float]] = None
         self.training_focal: Optional[float] = None  # focal length (px) of the training photos
@@ -528,9 +545,16 @@ class CoCoGaussianModel(SplatfactoModel):
         viewmat = viewmats_from_camera_to_worlds(c2w)
         self.last_size = (H, W)
         defocus = self._defocus_setting(camera, c2w)
+        # coc_every: between CoC steps, the base alone with the in-focus sharp loss (defocus kept for its weights)
+        coc_phase = self.step - self.config.coc_start_step
+        sharp_only = self.training and defocus is not None and coc_phase % self.config.coc_every != 0
         sharp_loss_on = self.training and defocus is not None and self.config.sharp_loss_weight > 0
         in_focus_px = self.config.sharp_loss_in_focus_px if sharp_loss_on else 0.0  # no depth or weights unused
-        prior_on = self.config.aperture_prior_weight > 0 and self.step >= self.config.aperture_prior_start_step
+        prior_on = (
+            not sharp_only
+            and self.config.aperture_prior_weight > 0
+            and self.step >= self.config.aperture_prior_start_step
+        )
         prior_gate_px = self.config.aperture_prior_below_px if prior_on else 0.0
         depth_needed = (
             self.config.output_depth_during_training or not self.training or in_focus_px > 0 or prior_gate_px > 0
@@ -546,7 +570,16 @@ class CoCoGaussianModel(SplatfactoModel):
         psf = getattr(self, "in_focus_psf", None) or (lambda image: image)
         outputs: Dict[str, Union[Tensor, List]] = {"rgb": psf(rgb), "depth": depth, "accumulation": alpha}
 
-        if defocus is not None:
+        if sharp_only:
+            assert defocus is not None and depth is not None
+            with torch.no_grad():  # h_θ's median K, as the CoC steps measure it
+                out = self.coc_mlp(_camera_centre(c2w), means, scales, quats)
+                aperture = self.aperture_of(out).median()
+            outputs.update(rgb_sharp=outputs["rgb"], sharp_only=torch.ones((), device=self.device))
+            outputs["sharp_loss_weights"] = in_focus_weight(
+                depth.detach(), defocus[0].detach(), aperture, K[0, 0, 0], in_focus_px, self.config.coc_form
+            )  # [H, W, 1]
+        elif defocus is not None:
             focus, aperture_scale = defocus
             sets = self.coc_gaussian_sets(
                 _camera_centre(c2w), focus, means, scales, quats, aperture_scale, axis=_camera_axis(c2w)
@@ -591,6 +624,7 @@ class CoCoGaussianModel(SplatfactoModel):
             for inf in infos:
                 self.strategy.step_pre_backward(self.gauss_params, optimizers, self.strategy_state, self.step, inf)
             self._infos = infos
+            self._sharp_only = sharp_only
             self.info = infos[0]
         if not self.training and background.shape[0] == 3:
             background = background.expand(H, W, 3)
@@ -599,8 +633,13 @@ class CoCoGaussianModel(SplatfactoModel):
 
     # ------------------------------------------------------------------ densification
     def combined_info(self) -> Dict:
-        """The info dict of this step's M+1 renders, merged for the strategy (:mod:`densification`)."""
-        return merge_render_infos(self._infos, self.config.densify_grad_combine)
+        """The info dict of this step's M+1 renders, merged for the strategy (:mod:`densification`);
+        a sharp-only step (``coc_every``) counts no Gaussian as seen, so that the statistics stay
+        those of the CoC steps (their gradients sum M+1 renders)."""
+        info = merge_render_infos(self._infos, self.config.densify_grad_combine)
+        if self._sharp_only:
+            info = {**info, "radii": torch.zeros_like(info["radii"])}
+        return info
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
         """Splatfacto's callbacks; says so when the networks' learning-rate decay does not start
@@ -664,8 +703,11 @@ class CoCoGaussianModel(SplatfactoModel):
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         """Splatfacto's loss on the blend (Eq. 15), plus ``sharp_loss_weight`` × L1 of the sharp render
         and ``aperture_prior_weight`` × the mean relative aperture, ``focus_prior_weight`` × the
-        view's squared log drift of d_F."""
+        view's squared log drift of d_F. A sharp-only step (``coc_every``) has no blend: its loss is
+        the sharp-render term alone."""
         losses = super().get_loss_dict(outputs, batch, metrics_dict)
+        if self.training and "sharp_only" in outputs:
+            losses["main_loss"] = torch.zeros_like(losses["main_loss"])
         if self.training and self.config.sharp_loss_weight > 0 and "rgb_sharp" in outputs:
             gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
             sharp = outputs["rgb_sharp"]

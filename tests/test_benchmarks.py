@@ -3,6 +3,7 @@ and figure (the GPU mode runs on the CPU in test_gpu_check.py, through benchmark
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -84,3 +85,13 @@ def test_model_settings_from_the_command_line() -> None:
         "coc_start_step": 20, "opacity_reset": True, "coc_form": "sensor"}  # fmt: skip
     with pytest.raises(SystemExit, match="no_such_setting"):
         bench.parse_settings(["no_such_setting=1"])
+
+
+def test_steady_step_time_is_the_median_of_the_last_quarter_per_period() -> None:
+    """The last quarter's median step; with ``coc_every`` 2 (CoC steps of 1.0 s between steps of
+    0.2 s) the median of the pairs' means, 0.6 s, not whichever kind of step the median picks."""
+    durations = [5.0] * 21 + [1.0, 0.2, 1.0, 0.2, 1.0, 0.2, 1.0]  # 28 steps: the last quarter is the last 7
+    ends = list(itertools.accumulate(durations))
+    assert bench.steady_step_time(ends, 0.0) == pytest.approx(1.0)
+    assert bench.steady_step_time(ends, 0.0, period=2) == pytest.approx(0.6)
+    assert bench.steady_step_time(ends[:-1], 0.0, period=2) == pytest.approx(0.6)  # 6 steps: 3 whole pairs

@@ -440,6 +440,50 @@ def test_sharp_loss_is_the_weighted_l1_of_the_sharp_render(demo_scene: Path, tmp
     assert losses["sharp_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_coc_every_trains_the_base_alone_between_coc_steps(demo_scene: Path, tmp_path: Path) -> None:
+    """``coc_every`` 2: steps 0, 2, … render the CoC sets and blend; steps 1, 3, … the base alone,
+    whose loss is the in-focus sharp-render term only, with the weights a CoC step computes for the
+    same camera, no gradient to h_θ, the CNN or d_F, and no densification statistics."""
+    trainer = make_trainer(
+        demo_scene, tmp_path, steps=4, name="every", coc_start_step=0, coc_every=2, sharp_loss_weight=0.25
+    )
+    model = trainer.pipeline.model
+    model.train()
+    model.config.background_color = "black"  # not a random one per render
+    camera, batch = trainer.pipeline.datamanager.next_train(0)
+    model.step = 2
+    coc = model(camera)
+    model.step = 1
+    sharp = model(camera)
+    assert "in_focus_weight" in coc and "sharp_only" not in coc  # the blend ran
+    assert "in_focus_weight" not in sharp and torch.equal(sharp["rgb"], sharp["rgb_sharp"])
+    assert torch.allclose(sharp["rgb_sharp"], coc["rgb_sharp"], atol=1e-6)  # the same base render (same SH degree)
+    assert torch.allclose(sharp["sharp_loss_weights"], coc["sharp_loss_weights"], atol=1e-6)
+    losses = model.get_loss_dict(sharp, batch)
+    gt = model.get_gt_img(batch["image"])[..., :3]
+    assert losses["main_loss"].item() == 0.0 and "focus_prior" not in losses
+    expected = 0.25 * ((gt - sharp["rgb_sharp"]).abs() * sharp["sharp_loss_weights"]).mean()
+    assert losses["sharp_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    model.zero_grad(set_to_none=True)
+    sum(losses.values()).backward()
+    assert model.features_dc.grad.abs().sum() > 0 and model.means.grad.abs().sum() > 0
+    assert model.blend_cnn.net[0].weight.grad is None and model.coc_mlp.head.weight.grad is None
+    assert model.focus_log.grad is None
+    # densification: a CoC step counts the Gaussians it saw, a sharp-only step none
+    model.zero_grad(set_to_none=True)
+    for step in (0, 1):
+        before = model.strategy_state["count"]
+        before = None if before is None else before.clone()
+        run_iteration(trainer, step)
+        count = model.strategy_state["count"]
+        if step == 0:
+            assert count.sum() > 0
+        else:
+            assert torch.equal(count, before)
+    with pytest.raises(ValueError, match="coc_every 2 .* sharp_loss_in_focus_px"):
+        make_trainer(demo_scene, tmp_path / "bad", steps=2, name="bad", coc_every=2, sharp_loss_in_focus_px=0.0)
+
+
 def _ungated_prior_model(demo_scene: Path, tmp_path: Path):
     """A CoC model in training mode with the aperture prior at weight 0.5, no gate, from step 0,
     and its first training camera and batch."""
