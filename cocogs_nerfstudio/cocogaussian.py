@@ -149,6 +149,11 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     ``sharp_loss_in_focus_px``: where the model sees the photo in focus), which costs what a 3DGS
     step does and does not pull the base towards the photo's blur. h_θ, the CNN and d_F learn on the
     CoC steps; densification statistics come from the CoC steps. 1: every step (the paper)."""
+    coc_crop: float = 1.0
+    """Not in the paper: in training, render the CoC sets, blend and compute the blend's loss (Eq. 14)
+    on a random crop of this fraction of the image's width and height, placed anew every step; the
+    base render and the sharp-render loss stay on the whole image. The crop's pixels cost what they
+    cost, the rest of the image one render instead of M+1. 1: the whole image (the paper)."""
     batch_coc_sets: bool = True
     """Render the M CoC sets in one batch (the sets as M cameras) instead of M calls: the same
     images and gradients. On CUDA one gsplat call, fewer kernel launches; on the CPU one
@@ -230,9 +235,11 @@ class CoCoGaussianModel(SplatfactoModel):
         cfg = self.config
         if cfg.use_bilateral_grid:
             raise ValueError("use_bilateral_grid is not supported by cocogaussian")
-        for name in ("coc_render_scale", "blend_cnn_scale"):
+        for name in ("coc_render_scale", "blend_cnn_scale", "coc_crop"):
             if not 0 < getattr(cfg, name) <= 1:
                 raise ValueError(f"{name} {getattr(cfg, name)}: expected a fraction of the image size in (0, 1]")
+        if cfg.coc_crop < 1 and cfg.coc_render_scale < 1:
+            raise ValueError("coc_crop and coc_render_scale cannot both be below 1: use one of them")
         if cfg.coc_every < 1:
             raise ValueError(f"coc_every {cfg.coc_every}: expected a step interval of at least 1")
         if cfg.coc_enabled and cfg.coc_every > 1 and (cfg.sharp_loss_weight <= 0 or cfg.sharp_loss_in_focus_px <= 0):
@@ -278,6 +285,7 @@ class CoCoGaussianModel(SplatfactoModel):
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
         self._infos: List[Dict] = []
         self._sharp_only = False  # this training step renders the base alone (coc_every)
+        self._crop: Optional[Tuple[int, int, int, int]] = None  # coc_crop: (y0, x0, height, width)
         self._train_image_sizes: Dict[int, Tuple[int, int]] = {}
         self.defocus_preview: Optional[Tuple[float, float]] = None
         self.training_focal: Optional[float] = None  # focal length (px) of the training photos
@@ -509,6 +517,20 @@ class CoCoGaussianModel(SplatfactoModel):
             return None
         return max(1, round(H * scale)), max(1, round(W * scale))
 
+    def _random_crop(self, W: int, H: int) -> Tuple[int, int, int, int]:
+        """(y0, x0, height, width) of a uniformly placed crop of ``coc_crop`` × the image's sides."""
+        h, w = max(1, round(H * self.config.coc_crop)), max(1, round(W * self.config.coc_crop))
+        y0, x0 = (int(torch.randint(0, size - side + 1, ())) for size, side in ((H, h), (W, w)))
+        return y0, x0, h, w
+
+    @staticmethod
+    def _paste(image: Tensor, patch: Tensor, crop: Tuple[int, int, int, int]) -> Tensor:
+        """``image`` [H, W, C] with ``patch`` in place of its crop (differentiable in both)."""
+        y0, x0, h, w = crop
+        out = image.clone()
+        out[y0 : y0 + h, x0 : x0 + w] = patch
+        return out
+
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[Tensor, List]]:
         """Sharp render of the base Gaussians; in training, with CoC on, the blended defocus render."""
         if not isinstance(camera, Cameras):
@@ -546,6 +568,7 @@ class CoCoGaussianModel(SplatfactoModel):
         self.last_size = (H, W)
         defocus = self._defocus_setting(camera, c2w)
         # coc_every: between CoC steps, the base alone with the in-focus sharp loss (defocus kept for its weights)
+        self._crop = None
         coc_phase = self.step - self.config.coc_start_step
         sharp_only = self.training and defocus is not None and coc_phase % self.config.coc_every != 0
         sharp_loss_on = self.training and defocus is not None and self.config.sharp_loss_weight > 0
@@ -584,23 +607,39 @@ class CoCoGaussianModel(SplatfactoModel):
             sets = self.coc_gaussian_sets(
                 _camera_centre(c2w), focus, means, scales, quats, aperture_scale, axis=_camera_axis(c2w)
             )
+            crop = self._random_crop(W, H) if self.training and self.config.coc_crop < 1 else None
+            W_v, H_v, K_v = W, H, K  # the view the CoC sets and the blend cover: the image, or the crop
+            if crop is not None:
+                y0, x0, H_v, W_v = crop
+                K_v = K.clone()
+                K_v[..., 0, 2] -= x0
+                K_v[..., 1, 2] -= y0
             # the CoC sets are blurred by construction: optionally rendered smaller, then upsampled
-            W_c, H_c = max(1, round(W * self.config.coc_render_scale)), max(1, round(H * self.config.coc_render_scale))
-            K_c = scale_intrinsics(K, W_c / W, H_c / H)
+            scale = self.config.coc_render_scale
+            W_c, H_c = max(1, round(W_v * scale)), max(1, round(H_v * scale))
+            K_c = scale_intrinsics(K_v, W_c / W_v, H_c / H_v)
             renders, alphas, set_infos = rasterize_sets(
                 sets[0], sets[2], sets[1], opacities, colors, viewmat, K_c, W_c, H_c, sh_degree=sh_degree,
                 absgrad=self.strategy.absgrad, rasterize_mode=self.config.rasterize_mode, batch=self.config.batch_coc_sets,
             )  # fmt: skip
             images = torch.clamp(renders + (1 - alphas) * background, 0.0, 1.0)  # [M, H_c, W_c, 3]
-            if (W_c, H_c) != (W, H):  # bilinear, pixel centres aligned (as K_c scales them)
-                images = F.interpolate(images.permute(0, 3, 1, 2), size=(H, W), mode="bilinear", align_corners=False)
+            if (W_c, H_c) != (W_v, H_v):  # bilinear, pixel centres aligned (as K_c scales them)
+                images = F.interpolate(images.permute(0, 3, 1, 2), size=(H_v, W_v), mode="bilinear", align_corners=False)
                 images = images.permute(0, 2, 3, 1)
+            if crop is not None:  # a crop's pixels are the image's: its gradients need no conversion
+                set_infos = [{**inf, "width": W, "height": H} for inf in set_infos]
             infos.extend(set_infos)
-            images = torch.cat([images, rgb[None]])  # I_{M+1}: the base render
-            blurred, weights = self.blend_cnn(images, self._blend_cnn_size(K, W, H))
+            base = rgb if crop is None else rgb[y0 : y0 + H_v, x0 : x0 + W_v]
+            images = torch.cat([images, base[None]])  # I_{M+1}: the base render
+            blurred, weights = self.blend_cnn(images, self._blend_cnn_size(K_v, W_v, H_v))
+            blurred, sharp_weight = psf(blurred), weights[-1]
+            if crop is not None:  # the blend inside the crop, the sharp render around it
+                blurred = self._paste(outputs["rgb"], blurred, crop)
+                sharp_weight = self._paste(torch.ones_like(alpha), sharp_weight, crop)
+            self._crop = crop
             # [H, W, C] outputs only (the viewer offers each as a choice): the blend, the sharp
             # render, and the blend weight of the sharp render (1 = the CNN sees this pixel in focus)
-            outputs.update(rgb=psf(blurred), rgb_sharp=outputs["rgb"], in_focus_weight=weights[-1])
+            outputs.update(rgb=blurred, rgb_sharp=outputs["rgb"], in_focus_weight=sharp_weight)
             # the gate and the sharp loss's weights measure the CoC with h_θ's median aperture
             aperture = sets[3].detach().median() if (self.training and prior_gate_px > 0) or in_focus_px > 0 else None
             if self.training and prior_on:  # mean K in its unit, for the prior
@@ -708,6 +747,18 @@ class CoCoGaussianModel(SplatfactoModel):
         losses = super().get_loss_dict(outputs, batch, metrics_dict)
         if self.training and "sharp_only" in outputs:
             losses["main_loss"] = torch.zeros_like(losses["main_loss"])
+        crop = self._crop if self.training else None
+        if crop is not None:  # coc_crop: Eq. 14 on the crop the blend covers
+            y0, x0, h, w = crop
+            gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
+            pred = outputs["rgb"]
+            if "mask" in batch:
+                mask = self._downscale_if_required(batch["mask"]).to(self.device)
+                gt, pred = gt * mask, pred * mask
+            gt, pred = gt[y0 : y0 + h, x0 : x0 + w], pred[y0 : y0 + h, x0 : x0 + w]
+            ssim = self.ssim(gt.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None])
+            lam = self.config.ssim_lambda
+            losses["main_loss"] = (1 - lam) * (gt - pred).abs().mean() + lam * (1 - ssim)
         if self.training and self.config.sharp_loss_weight > 0 and "rgb_sharp" in outputs:
             gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
             sharp = outputs["rgb_sharp"]

@@ -484,6 +484,68 @@ def test_coc_every_trains_the_base_alone_between_coc_steps(demo_scene: Path, tmp
         make_trainer(demo_scene, tmp_path / "bad", steps=2, name="bad", coc_every=2, sharp_loss_in_focus_px=0.0)
 
 
+def test_coc_crop_renders_the_coc_sets_and_the_blend_on_a_crop(
+    demo_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``coc_crop`` 0.5: the CoC sets are rasterized for a 48×36 crop of the 96×72 image (the same
+    pixels as the whole image's render), the blend replaces the sharp render there and nowhere else,
+    Eq. 14 is computed on the crop, and every part of the model still gets a gradient."""
+    import cocogs_nerfstudio.cocogaussian as cocogaussian
+
+    trainer = make_trainer(demo_scene, tmp_path, steps=2, name="crop", coc_start_step=0, coc_crop=0.5)
+    model = trainer.pipeline.model
+    model.train()
+    model.config.background_color = "black"
+    camera, batch = trainer.pipeline.datamanager.next_train(0)
+    captured = []
+    original = cocogaussian.rasterize_sets
+
+    def capture(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        out = original(*args, **kwargs)
+        captured.append(out)
+        return out
+
+    monkeypatch.setattr(cocogaussian, "rasterize_sets", capture)
+    crop = (10, 20, 36, 48)  # y0, x0, height, width
+    monkeypatch.setattr(model, "_random_crop", lambda W, H: crop)
+    outputs = model(camera)
+    seen = model._infos  # what the densification strategy is given
+    model.config.coc_crop = 1.0
+    with torch.no_grad():
+        whole = model(camera)
+    y0, x0, h, w = crop
+    (part, part_alpha, _), (full, full_alpha, _) = captured
+    assert part.shape[1:3] == (h, w) and full.shape[1:3] == (72, 96)
+    # the same pixels, up to 3DGS's projection: splats beyond 1.3× a view's field of view get the
+    # Jacobian at its edge (gsplat does the same), and the crop's view is narrower (with that clamp
+    # off, the alphas agree to 5e-7)
+    diff = (part - full[:, y0 : y0 + h, x0 : x0 + w]).abs()
+    diff_alpha = (part_alpha - full_alpha[:, y0 : y0 + h, x0 : x0 + w]).abs()
+    assert diff.mean() < 2e-4 and diff_alpha.mean() < 5e-4 and diff.max() < 1e-2 and diff_alpha.max() < 1e-2
+    assert len(seen) == 2 and all((i["width"], i["height"]) == (96, 72) for i in seen)  # a crop's pixels are the image's
+    rgb, sharp = outputs["rgb"].detach(), outputs["rgb_sharp"].detach()
+    assert rgb.shape == sharp.shape == (72, 96, 3) and torch.allclose(sharp, whole["rgb_sharp"], atol=1e-6)
+    inside = torch.zeros(72, 96, dtype=torch.bool)
+    inside[y0 : y0 + h, x0 : x0 + w] = True
+    assert torch.equal(rgb[~inside], sharp[~inside]) and not torch.allclose(rgb[inside], sharp[inside])
+    model.config.coc_crop = 0.5
+    model._crop = crop  # the loss reads the crop of the last training render
+    losses = model.get_loss_dict(outputs, batch)
+    gt = model.get_gt_img(batch["image"])[y0 : y0 + h, x0 : x0 + w, :3]
+    pred = outputs["rgb"][y0 : y0 + h, x0 : x0 + w]
+    ssim = model.ssim(gt.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None])
+    lam = model.config.ssim_lambda
+    expected = (1 - lam) * (gt - pred).abs().mean() + lam * (1 - ssim)
+    assert losses["main_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    model.zero_grad(set_to_none=True)
+    sum(losses.values()).backward()
+    for name, p in (("means", model.means), ("cnn", model.blend_cnn.net[0].weight),
+                    ("h_theta", model.coc_mlp.head.weight), ("focus", model.focus_log)):  # fmt: skip
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reached {name}"
+    with pytest.raises(ValueError, match="coc_crop and coc_render_scale"):
+        make_trainer(demo_scene, tmp_path / "bad", steps=2, name="bad", coc_crop=0.5, coc_render_scale=0.5)
+
+
 def _ungated_prior_model(demo_scene: Path, tmp_path: Path):
     """A CoC model in training mode with the aperture prior at weight 0.5, no gate, from step 0,
     and its first training camera and batch."""
