@@ -569,8 +569,8 @@ class CoCoGaussianModel(SplatfactoModel):
         viewmat = viewmats_from_camera_to_worlds(c2w)
         self.last_size = (H, W)
         defocus = self._defocus_setting(camera, c2w)
+        self._crop = None  # set below when this training step's blend covers a crop (coc_crop)
         # coc_every: between CoC steps, the base alone with the in-focus sharp loss (defocus kept for its weights)
-        self._crop = None
         coc_phase = self.step - self.config.coc_start_step
         sharp_only = self.training and defocus is not None and coc_phase % self.config.coc_every != 0
         sharp_loss_on = self.training and defocus is not None and self.config.sharp_loss_weight > 0
