@@ -597,13 +597,10 @@ class CoCoGaussianModel(SplatfactoModel):
 
         if sharp_only:
             assert defocus is not None and depth is not None
-            with torch.no_grad():  # h_θ's median K, as the CoC steps measure it
-                out = self.coc_mlp(_camera_centre(c2w), means, scales, quats)
-                aperture = self.aperture_of(out).median()
+            focus = defocus[0]
+            with torch.no_grad():  # h_θ's median K for the sharp loss's weights, as the CoC steps measure it
+                aperture = self.aperture_of(self.coc_mlp(_camera_centre(c2w), means, scales, quats)).median()
             outputs.update(rgb_sharp=outputs["rgb"], sharp_only=torch.ones((), device=self.device))
-            outputs["sharp_loss_weights"] = in_focus_weight(
-                depth.detach(), defocus[0].detach(), aperture, K[0, 0, 0], in_focus_px, self.config.coc_form
-            )  # [H, W, 1]
         elif defocus is not None:
             focus, aperture_scale = defocus
             sets = self.coc_gaussian_sets(
@@ -655,10 +652,10 @@ class CoCoGaussianModel(SplatfactoModel):
             if self.training and self.config.focus_prior_weight > 0:  # (log d_F − log d_F at init)²
                 index = int(camera.metadata["cam_idx"])  # type: ignore[index]  (set: defocus is not None)
                 outputs["focus_drift"] = (self.focus_log[index] - self.focus_log_init[index]) ** 2
-            if in_focus_px > 0:  # where the photo is in focus for the model: the sharp loss's weights
-                outputs["sharp_loss_weights"] = in_focus_weight(
-                    depth.detach(), focus.detach(), aperture, K[0, 0, 0], in_focus_px, self.config.coc_form
-                )  # [H, W, 1]
+        if in_focus_px > 0:  # where the photo is in focus for the model: the sharp loss's weights
+            outputs["sharp_loss_weights"] = in_focus_weight(
+                depth.detach(), focus.detach(), aperture, K[0, 0, 0], in_focus_px, self.config.coc_form
+            )  # [H, W, 1]
 
         if self.training and torch.is_grad_enabled():
             optimizers = getattr(self, "optimizers", {})  # set by step_cb, before the first training step
@@ -750,24 +747,19 @@ class CoCoGaussianModel(SplatfactoModel):
         if self.training and "sharp_only" in outputs:
             losses["main_loss"] = torch.zeros_like(losses["main_loss"])
         crop = self._crop if self.training else None
+        sharp_loss_on = self.training and self.config.sharp_loss_weight > 0 and "rgb_sharp" in outputs
+        if crop is not None or sharp_loss_on:  # the photo, masked as splatfacto masks its loss
+            gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
+            mask = self._downscale_if_required(batch["mask"]).to(self.device) if "mask" in batch else 1.0
+            gt = gt * mask
         if crop is not None:  # coc_crop: Eq. 14 on the crop the blend covers
             y0, x0, h, w = crop
-            gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
-            pred = outputs["rgb"]
-            if "mask" in batch:
-                mask = self._downscale_if_required(batch["mask"]).to(self.device)
-                gt, pred = gt * mask, pred * mask
-            gt, pred = gt[y0 : y0 + h, x0 : x0 + w], pred[y0 : y0 + h, x0 : x0 + w]
-            ssim = self.ssim(gt.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None])
+            gt_crop, pred = gt[y0 : y0 + h, x0 : x0 + w], (outputs["rgb"] * mask)[y0 : y0 + h, x0 : x0 + w]
+            ssim = self.ssim(gt_crop.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None])
             lam = self.config.ssim_lambda
-            losses["main_loss"] = (1 - lam) * (gt - pred).abs().mean() + lam * (1 - ssim)
-        if self.training and self.config.sharp_loss_weight > 0 and "rgb_sharp" in outputs:
-            gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
-            sharp = outputs["rgb_sharp"]
-            if "mask" in batch:  # as splatfacto masks its loss
-                mask = self._downscale_if_required(batch["mask"]).to(self.device)
-                gt, sharp = gt * mask, sharp * mask
-            error = (gt - sharp).abs()
+            losses["main_loss"] = (1 - lam) * (gt_crop - pred).abs().mean() + lam * (1 - ssim)
+        if sharp_loss_on:
+            error = (gt - outputs["rgb_sharp"] * mask).abs()
             if "sharp_loss_weights" in outputs:  # sharp_loss_in_focus_px
                 error = error * outputs["sharp_loss_weights"]
             losses["sharp_loss"] = self.config.sharp_loss_weight * error.mean()
