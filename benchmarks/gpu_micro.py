@@ -1,4 +1,4 @@
-"""Micro-benchmarks on a GPU (CUDA only; numbers in README "GPU mode"): the blend CNN alone
+"""Micro-benchmarks on a GPU (CUDA only; numbers in docs/results.md "GPU mode"): the blend CNN alone
 (fp32 / bf16 autocast / channels-last / width 32, at 1920×1440 and 400×300, 5 images) and gsplat
 calls (one, four, and one of 4N Gaussians), to see where a CoC step and the preview can gain.
 

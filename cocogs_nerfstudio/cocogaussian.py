@@ -70,7 +70,7 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     coc_start_step: int = 1500
     """Plain 3DGS before this step, CoC modelling from it (official code: 1500; paper silent)."""
     coc_form: Literal["world", "sensor"] = "world"
-    """'sensor': Eq. 7 literally, σ = K|1/d − 1/d_F|. 'world' (default, measured better, see README):
+    """'sensor': Eq. 7 literally, σ = K|1/d − 1/d_F|. 'world' (default, measured better, see docs/results.md):
     σ = K·d·|1/d − 1/d_F|, the thin-lens blur disc at the Gaussian's distance."""
     aperture_init: float = 0.03
     """Unit (and initial value) of K: aperture diameter as a fraction of the mean focus distance."""
@@ -85,12 +85,12 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     focus_init: Literal["sharpness", "mean"] = "sharpness"
     """Initial d_F per training image: 'mean' (paper) = mean distance from the camera to the SfM
     points; 'sharpness' (default, measured better on photos focused at different depths, see
-    README) = median distance of the SfM points each photo shows relatively sharpest
+    docs/results.md) = median distance of the SfM points each photo shows relatively sharpest
     (focus_init.py). Without SfM points both fall back to the mean distance to the Gaussians."""
     focus_init_occlusion: bool = False
     """Not in the paper: the sharpness init counts a point in a photo only if no point projected
     next to it is nearer (a z-buffer over the SfM points), so points hidden behind a sharp occluder
-    do not look sharp. Measured without training (README, Cycles scene): photos whose init is off by
+    do not look sharp. Measured without training (docs/results.md, Cycles scene): photos whose init is off by
     more than 30% 18 → 6 of 21 with points from sharp depth; trained, +2.56 dB there (one seed),
     but over 3 seeds −0.12 dB on the demo, −0.36 on the floor, ±0.05 on the Blender scene: off."""
     focus_plane: bool = False
@@ -99,13 +99,13 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     Blender, Cycles and the demo scene render; False: its distance from the camera centre (paper),
     in focus on a sphere, which at the edge of a 54° view puts points of the focus plane 12% behind
     it. The rendered depth the sharp-render loss and the aperture prior read is this depth already.
-    Measured (README, Cycles scene; 600 steps, 2 seeds): demo and Blender scene within ±0.1 dB,
+    Measured (docs/results.md, Cycles scene; 600 steps, 2 seeds): demo and Blender scene within ±0.1 dB,
     floor −0.57 dB: off."""
     sharp_loss_weight: float = 1.0
     """Not in the paper: add this weight × the L1 loss of the sharp render (the base Gaussians
     alone) against the photo, during CoC training, so that the base cannot lean on the CoC blur
     where the photos have none. 0: the paper's loss on the blend only. Measured on six scenes,
-    3 seeds (README, Fern): 0.1 beats 0 everywhere; 1.0 with ``sharp_loss_in_focus_px`` 1 beats
+    3 seeds (docs/results.md, Fern): 0.1 beats 0 everywhere; 1.0 with ``sharp_loss_in_focus_px`` 1 beats
     0.1 everywhere (fern +0.6 dB, Blender +0.7, demo +0.8, floor +0.5)."""
     sharp_loss_in_focus_px: float = 1.0
     """Not in the paper: > 0 weights the sharp-render loss per pixel by how in focus the model sees
@@ -119,7 +119,7 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     ``aperture_init``, over the Gaussians of the training render) to the loss, an L1 prior that
     lets K fall to zero where the photos show no defocus (all in focus), so that the model becomes
     plain 3DGS there; gated by ``aperture_prior_below_px`` and ``aperture_prior_start_step``.
-    Measured (README, Fern): fern −0.33 dB → at the baseline; the defocused scenes unchanged (the
+    Measured (docs/results.md, Fern): fern −0.33 dB → at the baseline; the defocused scenes unchanged (the
     gate never opened on them). 0: off (the paper)."""
     aperture_prior_below_px: float = 2.0
     """The aperture prior acts on a training view only while the blur the model has learned there is
@@ -135,7 +135,7 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     """Not in the paper: add this weight × (log d_F − log d_F at its initialisation)² of the training
     view to the loss, so that a photo's focus distance stays near what the photos' sharpness said
     unless the images insist (with points triangulated from defocused photos, near-focused photos'
-    d_F drifted from ~7 to 12–17, truth ~7). Measured (README, Blender scene; 600 steps, 3 seeds):
+    d_F drifted from ~7 to 12–17, truth ~7). Measured (docs/results.md, Blender scene; 600 steps, 3 seeds):
     triangulated points 27.96 ± 0.66 → 29.42 ± 0.10 dB; the other scenes within their spread
     (−0.12 to +0.07 dB). 0: off (the paper)."""
     coc_render_scale: float = 1.0
@@ -149,17 +149,17 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     ``sharp_loss_in_focus_px``: where the model sees the photo in focus), which costs what a 3DGS
     step does and does not pull the base towards the photo's blur. h_θ, the CNN and d_F learn on the
     CoC steps; densification statistics come from the CoC steps. 1: every step (the paper).
-    Measured at 2 (README, Training cost): CPU steps 1.8× faster, −0.2 to −0.65 dB on four scenes: off."""
+    Measured at 2 (docs/results.md, Training cost): CPU steps 1.8× faster, −0.2 to −0.65 dB on four scenes: off."""
     coc_crop: float = 1.0
     """Not in the paper: in training, render the CoC sets, blend and compute the blend's loss (Eq. 14)
     on a random crop of this fraction of the image's width and height, placed anew every step; the
     base render and the sharp-render loss stay on the whole image. The crop's pixels cost what they
     cost, the rest of the image one render instead of M+1. 1: the whole image (the paper).
-    Measured at 0.5 (README, Training cost): CPU steps 1.9× faster, −1.8 to −2.8 dB: off."""
+    Measured at 0.5 (docs/results.md, Training cost): CPU steps 1.9× faster, −1.8 to −2.8 dB: off."""
     batch_coc_sets: bool = True
     """Render the M CoC sets in one batch (the sets as M cameras) instead of M calls: the same
     images and gradients. On CUDA one gsplat call, fewer kernel launches; on the CPU one
-    projection and shading of all sets, then each set composited (see README)."""
+    projection and shading of all sets, then each set composited (see docs/results.md, Training cost)."""
     densify_grad_combine: Literal["sum", "mean"] = "sum"
     """How the screen-space gradients of the M+1 renders of a base Gaussian are combined for
     densification: 'sum' (default, measured: 'mean' under-densifies) or 'mean' (official code)."""
@@ -178,7 +178,7 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     """Not in the paper: the blend CNN sees the M+1 renders shrunk to this fraction of their size
     (area average) and its weights are upsampled (bilinear) to blend the full-size renders; the
     renders themselves stay at full size. The CNN's cost falls with the square. 1: the paper.
-    Measured at 0.5 (README, Training cost): CPU steps 20% faster; demo −0.03, Blender −0.16, floor
+    Measured at 0.5 (docs/results.md, Training cost): CPU steps 20% faster; demo −0.03, Blender −0.16, floor
     −0.23 dB, and one of two triangulated-Blender runs fell back to the baseline: keep 1."""
     in_focus_psf: int = 0
     """Not in the paper: the size (3 or 5) of a learned in-focus point-spread kernel applied to every

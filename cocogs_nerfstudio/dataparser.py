@@ -234,7 +234,7 @@ class DeblurNerfDataParserConfig(DataParserConfig):
     """Initial scale of a background point's Gaussian at most this many widths of its cell at its
     depth. 0: splatfacto's scale for every point (mean distance to the three nearest points), which
     on these scattered points follows their spread in depth (drinks at 390×260: ~60 px, 2.6 cells).
-    Measured on drinks (README): 0.5 makes CPU steps at 390×260 4× faster but costs 0.6-1.3 dB."""
+    Measured on drinks (docs/results.md): 0.5 makes CPU steps at 390×260 4× faster but costs 0.6-1.3 dB."""
 
 
 class DeblurNerfDataParser(DataParser):

@@ -60,7 +60,7 @@ def visible_points(uv: Tensor, distance: Tensor, inside: Tensor, width: int, cel
     The image is cut into cells ``width / cells_across`` pixels wide (at least 1 px); a point is
     hidden when a point in its cell or the 8 around it is more than ``tolerance`` (relative) nearer.
     Cells scale with the image, so the test means the same at every resolution (measured on
-    100-pixel-wide photos, README "Cycles scene").
+    100-pixel-wide photos, docs/results.md "Cycles scene").
     """
     ids = torch.nonzero(inside).squeeze(1)
     if ids.numel() == 0:

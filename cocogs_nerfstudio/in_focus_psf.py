@@ -4,7 +4,7 @@ sensor, demosaicing, downscaling), which the circle of confusion is zero at (not
 Without it, CoCoGaussian explains that softness with the CoC blur of its training renders (the
 CoC is small but not zero around the focus plane), and the sharp render, the base Gaussians
 alone, comes out sharper than any photo: on the all-in-focus fern, the blend of a test view is
-1–2 dB closer to the photo than the sharp render (README). Here one small kernel, the same for
+1–2 dB closer to the photo than the sharp render (docs/results.md). Here one small kernel, the same for
 every photo, is applied to every output image, the training blend and the sharp render alike, so
 that the sharp render keeps the softness the photos have and the CoC models defocus only.
 Plain tensor code, no nerfstudio imports.
