@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from cocogs_nerfstudio.cocogaussian import CoCoGaussianModelConfig
@@ -196,6 +197,53 @@ def sharpness(img: torch.Tensor, mask: Optional[torch.Tensor] = None) -> float:
     return float(energy[mask[:-1, :-1].cpu()].mean())
 
 
+PHOTO_DETAIL_CONTRAST = 10.0
+
+
+def photo_detail_mask(photo: Path, size: Tuple[int, int], contrast: float = PHOTO_DETAIL_CONTRAST) -> torch.Tensor:
+    """[H, W] bool at ``size`` (H, W): the pixels where ``photo`` shows detail at its own resolution,
+    i.e. whose footprint's mean gradient energy is at least ``contrast`` × the photo's median one.
+    On a defocused test photo these are where it is in focus (the blurred rest has little energy at
+    full resolution), so where it is a fair target for a sharp render."""
+    with Image.open(photo) as im:
+        g = torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32) / 255.0)
+    energy = (g[1:, :-1] - g[:-1, :-1]) ** 2 + (g[:-1, 1:] - g[:-1, :-1]) ** 2
+    energy = F.adaptive_avg_pool2d(energy[None, None], size)[0, 0]
+    return energy >= contrast * energy.median()
+
+
+def largest_photo(scene: Path, name: str) -> Optional[Path]:
+    """The largest stored version of the photo ``name``: ``images/`` first, then ``images_2``, ``_4``..."""
+    folders = sorted(scene.glob("images_*"), key=lambda f: int(f.name[7:]) if f.name[7:].isdigit() else 10**9)
+    for folder in [scene / "images", *folders]:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def psnr_where_photo_in_focus(pipeline, scene: Path) -> Optional[Dict[str, float]]:
+    """PSNR of the sharp renders of all test views over the pixels where their photos show detail
+    (:func:`photo_detail_mask`), and the share of such pixels. For scenes whose test photos are
+    defocused (no sharp ground truth): PSNR against the whole photo also rewards reproducing its
+    blur, this only where the photo is sharp. On sharp test photos few or no pixels stand out (share
+    ~0, no PSNR). None when a photo is not found."""
+    model, dataset = pipeline.model, pipeline.datamanager.eval_dataset
+    error, count, total = 0.0, 0, 0
+    for i in range(len(dataset)):
+        photo = largest_photo(scene, dataset.image_filenames[i].name)
+        if photo is None:
+            return None
+        gt = dataset.get_image_float32(i)[..., :3]
+        mask = photo_detail_mask(photo, tuple(gt.shape[:2]))
+        with torch.no_grad():
+            render = model.get_outputs_for_camera(dataset.cameras[i : i + 1].to(model.device))["rgb"]
+        error += float((render.detach().cpu().clamp(0, 1) - gt).square().mean(-1)[mask].sum())
+        count, total = count + int(mask.sum()), total + mask.numel()
+    if count == 0:  # sharp test photos: nothing stands out from the median
+        return {"photo_in_focus_share": 0.0}
+    return {"psnr_photo_in_focus": float(-10 * np.log10(max(error / count, 1e-10))), "photo_in_focus_share": count / total}
+
+
 def run_variant(variant: str, args: argparse.Namespace, out: Path, seed: int, image_dir: Path) -> Dict[str, Any]:
     """Train, evaluate and time one variant with one seed; its images go to ``image_dir``."""
     cfg = trainer_config(variant, args.scene, out, args.size, args.steps, args.downscale, seed, args.settings, args.rates,
@@ -232,6 +280,7 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path, seed: int, im
         truth = focus_truth(args.scene, float(pipeline.datamanager.train_dataparser_outputs.dataparser_scale))
         if truth is not None:
             result["true_focus"] = truth
+    result.update(psnr_where_photo_in_focus(pipeline, args.scene) or {})
     result.update(views_and_speed(variant, pipeline, args, image_dir, measure_speed=True))
     result["step_breakdown"] = step_breakdown(trainer)  # its steps change the model
     if args.profile:
@@ -443,7 +492,7 @@ def figure(out: Path, variants: List[str]) -> None:
     Image.fromarray(grid.repeat(zoom, axis=0).repeat(zoom, axis=1)).save(out / "figure.png")
 
 
-MEANS = ("psnr", "ssim", "lpips", "s_per_step", "s_per_step_steady", "gaussians", "fps_sharp",
+MEANS = ("psnr", "ssim", "lpips", "psnr_photo_in_focus", "s_per_step", "s_per_step_steady", "gaussians", "fps_sharp",
          "fps_defocus_preview", "fps_sharp_wide", "fps_defocus_preview_wide")  # fmt: skip
 
 
@@ -504,6 +553,11 @@ def markdown(results: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
             f"{r['s_per_step_steady']:.3f} | {r['gaussians']} | {r['fps_sharp']:.1f} | "
             f"{r.get('fps_defocus_preview', '-')} | {memory} |"
         )
+    if any("psnr_photo_in_focus" in r for r in results):
+        cells = ", ".join(f"{r['variant']} {r['psnr_photo_in_focus']:.2f}" for r in results if "psnr_photo_in_focus" in r)
+        share = next(r["photo_in_focus_share"] for r in results if "photo_in_focus_share" in r)
+        lines += ["", f"PSNR where the test photos show detail at their full resolution ({share:.0%} of the pixels; "
+                  f"for defocused test photos: where they are in focus): {cells}"]
     if any("sharpness_background" in r for r in results):
         gt = results[0].get("sharpness_gt_background")
         cells = ", ".join(f"{r['variant']} {r['sharpness_background']:.2e}" for r in results if "sharpness_background" in r)

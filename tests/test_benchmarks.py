@@ -30,6 +30,9 @@ def test_benchmark_command_writes_results_table_and_figure(demo_scene: Path, tmp
         assert 5 < r["psnr"] < 60 and 0 < r["ssim"] <= 1 and r["fps_sharp"] > 0
         assert 0 < r["s_per_step_steady"] and r["s_per_step"] > 0
         assert r["sharpness_background"] > 0
+        # the demo's test photos are sharp everywhere: (almost) no pixel stands out from the median
+        assert 0 <= r["photo_in_focus_share"] < 0.05
+        assert ("psnr_photo_in_focus" in r) == (r["photo_in_focus_share"] > 0)
     coc = results["cocogaussian"]
     assert coc["fps_defocus_preview"] > 0
     # the breakdown: the CoC parts cost something for CoCoGaussian and nothing for the baseline
@@ -45,6 +48,25 @@ def test_benchmark_command_writes_results_table_and_figure(demo_scene: Path, tmp
     # frames), 96×72 tiles enlarged 3× (to at least 150 px high)
     fig = Image.open(out / "figure.png")
     assert fig.size == (3 * 5 * 96, 3 * 3 * 72)
+
+
+def test_photo_detail_mask_finds_the_in_focus_part_of_a_photo(tmp_path: Path) -> None:
+    # 80×60 photo: a 1-px checkerboard (in focus: gradient energy 2 per pixel) in the top-left
+    # 40×30 quarter, elsewhere a smooth ramp (blurred: energy ~(0.4 / 80)² per pixel); read at 20×15
+    import numpy as np
+
+    photo = np.tile(np.linspace(0.3, 0.7, 80, dtype=np.float32), (60, 1))
+    yy, xx = np.mgrid[:30, :40]
+    photo[:30, :40] = ((yy + xx) % 2).astype(np.float32)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images_4").mkdir()
+    Image.fromarray((photo * 255).round().astype(np.uint8)).save(tmp_path / "images" / "a.png")
+    Image.fromarray(np.zeros((15, 20), np.uint8)).save(tmp_path / "images_4" / "a.png")
+    assert bench.largest_photo(tmp_path, "a.png") == tmp_path / "images" / "a.png"  # the full-size one
+    assert bench.largest_photo(tmp_path, "b.png") is None
+    mask = bench.photo_detail_mask(tmp_path / "images" / "a.png", (15, 20))
+    assert mask.shape == (15, 20)
+    assert mask[:7, :10].all() and not mask[8:].any() and not mask[:, 11:].any()
 
 
 def test_gpu_mode_schedule(tmp_path: Path) -> None:
