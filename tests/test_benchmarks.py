@@ -50,23 +50,72 @@ def test_benchmark_command_writes_results_table_and_figure(demo_scene: Path, tmp
     assert fig.size == (3 * 5 * 96, 3 * 3 * 72)
 
 
-def test_photo_detail_mask_finds_the_in_focus_part_of_a_photo(tmp_path: Path) -> None:
-    # 80×60 photo: a 1-px checkerboard (in focus: gradient energy 2 per pixel) in the top-left
-    # 40×30 quarter, elsewhere a smooth ramp (blurred: energy ~(0.4 / 80)² per pixel); read at 20×15
+def _quarter_sharp_photo(scene: Path) -> Path:
+    """scene/images/a.png, 80×60: a 1-px checkerboard (in focus: gradient energy 2 per pixel) in the
+    top-left 40×30 quarter, elsewhere a smooth ramp (blurred: energy ~(0.4 / 80)² per pixel)."""
     import numpy as np
 
     photo = np.tile(np.linspace(0.3, 0.7, 80, dtype=np.float32), (60, 1))
     yy, xx = np.mgrid[:30, :40]
     photo[:30, :40] = ((yy + xx) % 2).astype(np.float32)
-    (tmp_path / "images").mkdir()
+    (scene / "images").mkdir(parents=True)
+    Image.fromarray((photo * 255).round().astype(np.uint8)).save(scene / "images" / "a.png")
+    return scene / "images" / "a.png"
+
+
+def test_photo_detail_mask_finds_the_in_focus_part_of_a_photo(tmp_path: Path) -> None:
+    # the quarter-sharp photo read at 20×15 (4×4 pixels per cell)
+    import numpy as np
+
+    _quarter_sharp_photo(tmp_path)
     (tmp_path / "images_4").mkdir()
-    Image.fromarray((photo * 255).round().astype(np.uint8)).save(tmp_path / "images" / "a.png")
     Image.fromarray(np.zeros((15, 20), np.uint8)).save(tmp_path / "images_4" / "a.png")
     assert bench.largest_photo(tmp_path, "a.png") == tmp_path / "images" / "a.png"  # the full-size one
     assert bench.largest_photo(tmp_path, "b.png") is None
     mask = bench.photo_detail_mask(tmp_path / "images" / "a.png", (15, 20))
     assert mask.shape == (15, 20)
     assert mask[:7, :10].all() and not mask[8:].any() and not mask[:, 11:].any()
+
+
+def test_psnr_where_the_photo_is_in_focus_counts_only_those_pixels(tmp_path: Path) -> None:
+    # the quarter-sharp photo read at 15×20; the render is off by 0.1 on the in-focus quarter and the
+    # row and column of pixels whose footprints straddle its edge (PSNR 20 dB there), by 1.0
+    # elsewhere (whole image: ~2 dB)
+    from types import SimpleNamespace
+
+    import torch
+
+    photo = _quarter_sharp_photo(tmp_path)
+    gt = torch.zeros(15, 20, 3)
+    render = torch.ones(15, 20, 3)
+    render[:9, :11] = 0.1
+
+    class Cameras:
+        def __getitem__(self, index: slice) -> "Cameras":
+            return self
+
+        def to(self, device: torch.device) -> "Cameras":
+            return self
+
+    class Dataset:  # one test view; its image is a downscaled copy elsewhere, as in the cache
+        image_filenames = [tmp_path / "cache" / "a.png"]
+        cameras = Cameras()
+
+        def __len__(self) -> int:
+            return 1
+
+        def get_image_float32(self, index: int) -> torch.Tensor:
+            return gt
+
+    model = SimpleNamespace(device=torch.device("cpu"), get_outputs_for_camera=lambda camera: {"rgb": render})
+    pipeline = SimpleNamespace(model=model, datamanager=SimpleNamespace(eval_dataset=Dataset()))
+    result = bench.psnr_where_photo_in_focus(pipeline, tmp_path)
+    assert result is not None
+    mask = bench.photo_detail_mask(photo, (15, 20))
+    assert mask[:7, :10].all() and not mask[9:].any() and not mask[:, 11:].any()
+    assert result["photo_in_focus_share"] == pytest.approx(float(mask.float().mean()))
+    assert result["psnr_photo_in_focus"] == pytest.approx(20.0, abs=1e-4)
+    assert bench.psnr_where_photo_in_focus(pipeline, tmp_path / "elsewhere") is None  # no photo: no number
 
 
 def test_gpu_mode_schedule(tmp_path: Path) -> None:
