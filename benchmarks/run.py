@@ -187,11 +187,15 @@ def to_png(img: torch.Tensor) -> np.ndarray:
     return (img.detach().clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
 
+def gradient_energy(gray: torch.Tensor) -> torch.Tensor:
+    """Squared forward-difference gradient of a [H, W] image → [H - 1, W - 1]."""
+    return (gray[1:, :-1] - gray[:-1, :-1]) ** 2 + (gray[:-1, 1:] - gray[:-1, :-1]) ** 2
+
+
 def sharpness(img: torch.Tensor, mask: Optional[torch.Tensor] = None) -> float:
     """Mean squared image gradient (gradient energy) of a [H, W, 3] image in [0, 1], over the
     pixels where ``mask`` [H, W] is true (all when None)."""
-    g = img.detach().float().cpu().mean(-1)
-    energy = (g[1:, :-1] - g[:-1, :-1]) ** 2 + (g[:-1, 1:] - g[:-1, :-1]) ** 2
+    energy = gradient_energy(img.detach().float().cpu().mean(-1))
     if mask is None:
         return float(energy.mean())
     return float(energy[mask[:-1, :-1].cpu()].mean())
@@ -206,9 +210,8 @@ def photo_detail_mask(photo: Path, size: Tuple[int, int], contrast: float = PHOT
     On a defocused test photo these are where it is in focus (the blurred rest has little energy at
     full resolution), so where it is a fair target for a sharp render."""
     with Image.open(photo) as im:
-        g = torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32) / 255.0)
-    energy = (g[1:, :-1] - g[:-1, :-1]) ** 2 + (g[:-1, 1:] - g[:-1, :-1]) ** 2
-    energy = F.adaptive_avg_pool2d(energy[None, None], size)[0, 0]
+        gray = torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32) / 255.0)
+    energy = F.adaptive_avg_pool2d(gradient_energy(gray)[None, None], size)[0, 0]
     return energy >= contrast * energy.median()
 
 
@@ -237,7 +240,7 @@ def psnr_where_photo_in_focus(pipeline, scene: Path) -> Optional[Dict[str, float
         mask = photo_detail_mask(photo, tuple(gt.shape[:2]))
         with torch.no_grad():
             render = model.get_outputs_for_camera(dataset.cameras[i : i + 1].to(model.device))["rgb"]
-        error += float((render.detach().cpu().clamp(0, 1) - gt).square().mean(-1)[mask].sum())
+        error += float((render.cpu().clamp(0, 1) - gt).square().mean(-1)[mask].sum())
         count, total = count + int(mask.sum()), total + mask.numel()
     if count == 0:  # sharp test photos: nothing stands out from the median
         return {"photo_in_focus_share": 0.0}
