@@ -58,28 +58,6 @@ def in_focus_weight(
     return (tolerance_px / coc.clamp_min(1e-12)).square().clamp(max=1.0)
 
 
-def min_coc_over_photos(
-    points: Tensor, viewmats: Tensor, Ks: Tensor, sizes: Tensor, focus: Tensor, aperture: Tensor | float,
-    form: CocForm = "world",
-) -> Tensor:
-    """The smallest CoC in pixels (Eq. 7 at the point's depth z, × f/z) over the photos whose view
-    holds each world point (in front of the camera, inside the image; occlusion is not tested),
-    +inf where none does. Not in the paper: it tells whether any photo shows a point in focus.
-
-    Args: points [P, 3]; viewmats world→camera, OpenCV axes [N, 4, 4]; Ks intrinsics [N, 3, 3] and
-    sizes (width, height) [N, 2] of the photos at one scale; focus d_F [N]; aperture K (scalar).
-    Returns [P].
-    """
-    cam = torch.einsum("nij,pj->npi", viewmats[:, :3, :3], points) + viewmats[:, None, :3, 3]  # [N, P, 3]
-    z = cam[..., 2]
-    u = cam[..., 0] / z.clamp_min(1e-9) * Ks[:, 0, 0, None] + Ks[:, 0, 2, None]
-    v = cam[..., 1] / z.clamp_min(1e-9) * Ks[:, 1, 1, None] + Ks[:, 1, 2, None]
-    sizes = sizes.to(u)
-    seen = (z > 1e-6) & (u >= 0) & (u < sizes[:, 0, None]) & (v >= 0) & (v < sizes[:, 1, None])
-    coc = coc_pixels(z, focus[:, None], aperture, Ks[:, 0, 0, None], form)
-    return coc.masked_fill(~seen, float("inf")).amin(dim=0)
-
-
 def coc_pixels(
     depth: Tensor, focus: Tensor | float, aperture: Tensor | float, focal_px: float | Tensor, form: CocForm = "world"
 ) -> Tensor:

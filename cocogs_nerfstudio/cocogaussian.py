@@ -11,7 +11,6 @@ rasterizer): the baseline of every comparison.
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Literal, Optional, Sequence, Tuple, Type, Union
@@ -34,7 +33,6 @@ from cocogs_nerfstudio.coc import (
     coc_scales,
     fixed_directions,
     in_focus_weight,
-    min_coc_over_photos,
     spread_scales,
 )
 from cocogs_nerfstudio.coc_mlp import CocMLP, CocOutputs
@@ -122,12 +120,6 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     pixels as weight 1 at tolerance 1 did, 1 / CoC², and in-focus ones twice. Against it
     (docs/results.md, Fern; 3 seeds): 0.5 is 0.2 dB lower on the Blender scenes and on the real drinks
     photos where they are in focus, 0.17 higher on the floor; 1 loses 0.27 dB on the floor."""
-    sharp_loss_never_in_focus: float = 1.0
-    """Not in the paper: multiplies the sharp-render loss's weight (``sharp_loss_in_focus_px``) on
-    pixels whose surface point (at the rendered depth) no training photo shows in focus: its CoC is
-    above ``sharp_loss_in_focus_px`` in every photo that holds it in view (coc.min_coc_over_photos;
-    occlusion not tested). There the loss can only pull the sharp render towards some photo's blur;
-    0 leaves those regions to the blend (the paper's loss). 1: no difference from other pixels."""
     aperture_prior_weight: float = 0.01
     """Not in the paper: add this weight × the mean relative aperture K (in units of
     ``aperture_init``, over the Gaussians of the training render) to the loss, an L1 prior that
@@ -305,8 +297,6 @@ class CoCoGaussianModel(SplatfactoModel):
         self._train_image_sizes: Dict[int, Tuple[int, int]] = {}
         self.defocus_preview: Optional[Tuple[float, float]] = None
         self.training_focal: Optional[float] = None  # focal length (px) of the training photos
-        # the training cameras (viewmats, Ks, sizes), for sharp_loss_never_in_focus; set by the pipeline
-        self.training_cameras: Optional[Tuple[Tensor, Tensor, Tensor]] = None
         self.register_buffer("trained_steps", torch.zeros((), dtype=torch.long))
 
         if cfg.coc_enabled:
@@ -517,42 +507,6 @@ class CoCoGaussianModel(SplatfactoModel):
                 self._train_image_sizes[int(index)] = size
         return size
 
-    def set_training_cameras(self, camera_to_worlds: Tensor, Ks: Tensor, sizes: Tensor) -> None:
-        """The training photos' cameras: camera-to-world [N, 3, 4], intrinsics [N, 3, 3] and (width,
-        height) [N, 2] at the dataset's scale (for ``sharp_loss_never_in_focus``)."""
-        device = self.device
-        self.training_cameras = (
-            viewmats_from_camera_to_worlds(camera_to_worlds.to(device).float()),
-            Ks.to(device).float(),
-            sizes.to(device).float(),
-        )
-
-    def _never_in_focus_factor(
-        self, depth: Tensor, viewmat: Tensor, K: Tensor, scale: float, aperture: Tensor, tolerance_px: float
-    ) -> Tensor:
-        """[H, W, 1]: ``sharp_loss_never_in_focus`` where the pixel's surface point (back-projected
-        from the rendered depth) is out of focus in every training photo that holds it in view, 1
-        elsewhere. Measured on at most ~4096 pixels (a regular grid), spread to the others."""
-        assert self.training_cameras is not None
-        H, W = depth.shape[:2]
-        stride = max(1, math.ceil(math.sqrt(H * W / 4096)))
-        z = depth[::stride, ::stride, 0]
-        ys = torch.arange(0, H, stride, device=z.device, dtype=z.dtype) + 0.5
-        xs = torch.arange(0, W, stride, device=z.device, dtype=z.dtype) + 0.5
-        k = K.reshape(3, 3)
-        cam = torch.stack(
-            ((xs[None, :] - k[0, 2]) / k[0, 0] * z, (ys[:, None] - k[1, 2]) / k[1, 1] * z, z), dim=-1
-        ).reshape(-1, 3)
-        view = viewmat.reshape(4, 4)
-        world = (cam - view[:3, 3]) @ view[:3, :3]  # Rᵀ (x − t)
-        viewmats, Ks, sizes = self.training_cameras
-        Ks = torch.cat([Ks[:, :2] * scale, Ks[:, 2:]], dim=1)  # this render's pixels
-        coc = min_coc_over_photos(world, viewmats, Ks, sizes * scale, self.focus_distance().detach(), aperture, self.config.coc_form)
-        never = torch.full_like(coc, self.config.sharp_loss_never_in_focus)
-        factor = torch.where(coc <= tolerance_px, torch.ones_like(coc), never).view(z.shape)
-        factor = factor.repeat_interleave(stride, 0).repeat_interleave(stride, 1)[:H, :W]
-        return factor[..., None]
-
     def set_training_focal(self, focal: float) -> None:
         """The training photos' focal length in pixels (their median), for ``preview_blend_scale``."""
         self.training_focal = float(focal)
@@ -705,14 +659,9 @@ class CoCoGaussianModel(SplatfactoModel):
                 index = int(camera.metadata["cam_idx"])  # type: ignore[index]  (set: defocus is not None)
                 outputs["focus_drift"] = (self.focus_log[index] - self.focus_log_init[index]) ** 2
         if in_focus_px > 0:  # where the photo is in focus for the model: the sharp loss's weights
-            weights = in_focus_weight(
+            outputs["sharp_loss_weights"] = in_focus_weight(
                 depth.detach(), focus.detach(), aperture, K[0, 0, 0], in_focus_px, self.config.coc_form
             )  # [H, W, 1]
-            if self.config.sharp_loss_never_in_focus != 1.0 and self.training_cameras is not None:
-                weights = weights * self._never_in_focus_factor(
-                    depth.detach(), viewmat, K, 1.0 / self._get_downscale_factor(), aperture, in_focus_px
-                )
-            outputs["sharp_loss_weights"] = weights
 
         if self.training and torch.is_grad_enabled():
             optimizers = getattr(self, "optimizers", {})  # set by step_cb, before the first training step

@@ -33,10 +33,7 @@ class CoCoGaussianPipeline(VanillaPipeline):
             return
         self._initialize_focus()
         # after the photos are loaded (undistortion may change the intrinsics)
-        cameras = self.datamanager.train_dataset.cameras  # type: ignore[union-attr]
-        self.model.set_training_focal(float(cameras.fx.median()))
-        sizes = torch.cat([cameras.width, cameras.height], dim=-1)
-        self.model.set_training_cameras(cameras.camera_to_worlds, cameras.get_intrinsics_matrices(), sizes)
+        self.model.set_training_focal(float(self.datamanager.train_dataset.cameras.fx.median()))  # type: ignore[union-attr]
 
     @torch.no_grad()
     def _size_background_points(self) -> None:

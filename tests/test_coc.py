@@ -17,7 +17,6 @@ from cocogs_nerfstudio.coc import (
     fixed_directions,
     in_focus_weight,
     frequency_encode,
-    min_coc_over_photos,
     thin_lens_blur_px,
 )
 from cocogs_nerfstudio.coc_mlp import CocMLP
@@ -177,22 +176,3 @@ def test_in_focus_weight_by_hand() -> None:
     # sensor form: σ = K|1/z − 1/d_F| in world units at z, so CoC = 100 · 0.1 · 0.25 / 2 = 1.25 px at z = 2
     w = in_focus_weight(depth[1:2], 4.0, 0.1, 100.0, 0.5, "sensor")
     assert w.tolist() == pytest.approx([(0.5 / 1.25) ** 2])
-
-
-def test_min_coc_over_photos_by_hand() -> None:
-    """The smallest CoC in pixels over the photos that hold a point in view; +inf where none does."""
-    K = torch.tensor([[100.0, 0.0, 50.0], [0.0, 100.0, 50.0], [0.0, 0.0, 1.0]])
-    front = torch.eye(4)  # photo A at the origin looking down +z (OpenCV axes)
-    back = torch.diag(torch.tensor([-1.0, 1.0, -1.0, 1.0]))  # photo B: turned 180° about y, looking down −z
-    viewmats, Ks, sizes = torch.stack([front, back]), torch.stack([K, K]), torch.tensor([[100.0, 100.0]] * 2)
-    points = torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, -4.0], [10.0, 0.0, 2.0], [0.4, 0.0, 2.0]])
-    # world form, f = 100 px: CoC = 100 · K · |1/z − 1/d_F|; A focused at 1, B at 2
-    coc = min_coc_over_photos(points, viewmats, Ks, sizes, torch.tensor([1.0, 2.0]), 0.01)
-    # (0, 0, 2): only A (B sees it behind): 100 · 0.01 · |1/2 − 1| = 0.5 px
-    # (0, 0, −4): only B, at z = 4: 100 · 0.01 · |1/4 − 1/2| = 0.25 px
-    # (10, 0, 2): in front of A but at u = 550, outside its 100 px; behind B: seen by none
-    # (0.4, 0, 2): u = 70 in A: 0.5 px
-    assert coc.tolist() == pytest.approx([0.5, 0.25, math.inf, 0.5])
-    # B focused on the far point: 0 px there; sensor form (K|1/z − 1/d_F| at z, × f / z)
-    coc = min_coc_over_photos(points[:2], viewmats, Ks, sizes, torch.tensor([1.0, 4.0]), 0.02, "sensor")
-    assert coc.tolist() == pytest.approx([100 * 0.02 * 0.5 / 2, 0.0])

@@ -101,66 +101,6 @@ def test_sharp_render_is_the_base_gaussians_alone(coc_trainer) -> None:
     assert not torch.allclose(out["rgb"].detach(), out["rgb_sharp"].detach())  # the blend is not the sharp image
 
 
-def test_sharp_loss_never_in_focus_drops_what_no_photo_shows_sharp(coc_trainer, monkeypatch) -> None:
-    """``sharp_loss_never_in_focus`` 0: the sharp loss keeps its weight where some training photo
-    shows the rendered surface in focus and drops it elsewhere. The surface points must be the
-    render's pixels pushed out to the rendered depth along nerfstudio's own camera rays, and the
-    photos' intrinsics those of the render's scale (here half size: splatfacto's resolution schedule)."""
-    from copy import deepcopy
-
-    import cocogs_nerfstudio.cocogaussian as cocogaussian_module
-
-    model = coc_trainer.pipeline.model
-    dm = coc_trainer.pipeline.datamanager
-    camera = dm.train_dataset.cameras[1:2].to(model.device)
-    camera.metadata = {"cam_idx": 1}
-    model.train()
-    monkeypatch.setattr(model.config, "num_downscales", 1)  # the first steps render at half size
-    monkeypatch.setattr(model.config, "resolution_schedule", 10**6)
-    # a larger aperture, so that at half size some of the demo's surfaces are in focus in no photo
-    monkeypatch.setattr(model.config, "aperture_init", 4 * model.config.aperture_init)
-    seen = {}
-
-    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        seen["args"], seen["coc"] = args, cocogaussian_module.min_coc_over_photos.__wrapped__(*args, **kwargs)
-        return seen["coc"]
-
-    recording.__wrapped__ = cocogaussian_module.min_coc_over_photos
-    monkeypatch.setattr(cocogaussian_module, "min_coc_over_photos", recording)
-    with torch.no_grad():
-        plain = model.get_outputs(camera)
-        assert "args" not in seen  # the default (1) does not measure it
-        monkeypatch.setattr(model.config, "sharp_loss_never_in_focus", 0.0)
-        out = model.get_outputs(camera)
-    points, viewmats, Ks, sizes, focus, aperture = seen["args"][:6]
-    depth, weights = out["depth"][..., 0], out["sharp_loss_weights"][..., 0]
-    H, W = depth.shape
-    assert (H, W) == (int(camera.height) // 2, int(camera.width) // 2)
-    stride = math.ceil(math.sqrt(H * W / 4096))
-    # the surface points, from nerfstudio's rays of the half-size camera (z-depth along the axis)
-    half = deepcopy(camera)
-    half.rescale_output_resolution(0.5)
-    rays = half.generate_rays(camera_indices=0, keep_shape=True)
-    forward = -half.camera_to_worlds[0, :3, 2]
-    along = rays.directions @ forward
-    expected = rays.origins + rays.directions * (depth / along)[..., None]
-    assert torch.allclose(points, expected[::stride, ::stride].reshape(-1, 3), atol=1e-4)
-    every = dm.train_dataset.cameras
-    assert viewmats.shape[0] == focus.shape[0] == len(every)
-    assert torch.allclose(Ks[:, :2], every.get_intrinsics_matrices()[:, :2] / 2)
-    assert torch.allclose(sizes, torch.cat([every.width, every.height], -1).float() / 2)
-    # kept where some photo shows the point in focus, with the weight it had; dropped elsewhere
-    tolerance = model.config.sharp_loss_in_focus_px
-    kept = (seen["coc"] <= tolerance).view(weights[::stride, ::stride].shape)
-    grid = weights[::stride, ::stride]
-    assert 0.05 < float(kept.float().mean()) < 0.95  # both kinds of pixel are there
-    assert torch.equal(grid[kept], plain["sharp_loss_weights"][..., 0][::stride, ::stride][kept])
-    assert bool((grid[~kept] == 0).all())
-    # where this photo itself is in focus, no other photo is needed
-    in_focus_here = plain["sharp_loss_weights"][..., 0][::stride, ::stride] == 1
-    assert bool(in_focus_here.any()) and bool(kept[in_focus_here].all())
-
-
 def test_eval_and_novel_cameras_never_use_a_training_focus(coc_trainer) -> None:
     model = coc_trainer.pipeline.model
     camera, _ = coc_trainer.pipeline.datamanager.next_eval_image(0)
