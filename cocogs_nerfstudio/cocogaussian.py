@@ -50,6 +50,12 @@ from cocogs_nerfstudio.rasterize import (
 from cocogs_nerfstudio.viewer_controls import DepthOfFieldControls
 
 
+
+def _occlusion_mode(setting: Union[str, bool]) -> Union[str, bool]:
+    """``focus_init_occlusion`` as focus_from_sharpness takes it: True, False or "auto" (configs
+    written before it had three values say True or False)."""
+    return {"on": True, "off": False}.get(setting, setting) if isinstance(setting, str) else bool(setting)
+
 @dataclass
 class CoCoGaussianModelConfig(SplatfactoModelConfig):
     """CoCoGaussian: the paper's defaults, with the official code's choices where it is silent."""
@@ -87,12 +93,16 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     points; 'sharpness' (default, measured better on photos focused at different depths, see
     docs/results.md) = median distance of the SfM points each photo shows relatively sharpest
     (focus_init.py). Without SfM points both fall back to the mean distance to the Gaussians."""
-    focus_init_occlusion: bool = False
-    """Not in the paper: the sharpness init counts a point in a photo only if no point projected
-    next to it is nearer (a z-buffer over the SfM points), so points hidden behind a sharp occluder
-    do not look sharp. Measured without training (docs/results.md, Cycles scene): photos whose init is off by
-    more than 30% 18 → 6 of 21 with points from sharp depth; trained, +2.56 dB there (one seed),
-    but over 3 seeds −0.12 dB on the demo, −0.36 on the floor, ±0.05 on the Blender scene: off."""
+    focus_init_occlusion: Literal["auto", "on", "off"] = "auto"
+    """Not in the paper: whether the sharpness init counts a point in a photo only if no point
+    projected next to it is 30% nearer (a z-buffer over the SfM points), so that points hidden
+    behind a sharp occluder do not look sharp there. 'on': always; 'off': never (before
+    2026-11-29); 'auto' (default): a photo takes the occlusion-checked estimate only where it differs
+    from the plain one by more than 30% (hidden points decided it), else the plain one (more
+    points). Measured (docs/results.md, Cycles scene): 'on' gives the Cycles scene with points from
+    sharp depth +2.9 dB (init off by > 30% on 18 → 4 of 21 photos) but the Blender scene −0.27 dB
+    (2 seeds), whose init it changes by ≤ 12%; 'auto' changes nothing there, nor on the demo, fern
+    or drinks."""
     focus_plane: bool = False
     """Not in the paper: d in Eq. 7 (and in the sharpness focus init) is the Gaussian's depth along
     the camera's viewing axis, so that a photo is in focus on a plane, as with a real lens and as
@@ -352,7 +362,7 @@ class CoCoGaussianModel(SplatfactoModel):
             viewmats = viewmats_from_camera_to_worlds(c2w)
             dist = focus_from_sharpness(
                 images, viewmats, Ks.to(points), points,
-                occlusion=self.config.focus_init_occlusion, depth=self.config.focus_plane,
+                occlusion=_occlusion_mode(self.config.focus_init_occlusion), depth=self.config.focus_plane,
             )  # fmt: skip
             CONSOLE.log(
                 f"Focus d_F from photo sharpness: {float(dist.min()):.3g} to {float(dist.max()):.3g} "

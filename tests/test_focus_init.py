@@ -80,13 +80,15 @@ def test_relative_sharpness_picks_the_plane_each_photo_shows_sharp() -> None:
 
 def test_visible_points_by_hand() -> None:
     """A z-buffer over the points with cells width/100 px wide: a point is hidden when a point in
-    its cell or a neighbouring one is more than 5% nearer."""
+    its cell or a neighbouring one is more than 30% nearer (a depth edge, not a sloping surface)."""
     uv = torch.tensor([[10.2, 10.7], [11.5, 10.1], [30.0, 30.0], [10.4, 10.9], [13.0, 10.0], [50.0, 50.0]])
-    d = torch.tensor([2.0, 5.0, 5.0, 2.05, 5.0, 1.0])
+    d = torch.tensor([2.0, 5.0, 5.0, 2.5, 5.0, 1.0])
     inside = torch.tensor([True, True, True, True, True, False])
     # 100 px wide: 1 px cells. The 2nd point is one cell from the 1st and 2.5× farther: hidden; the
-    # 4th is within 5% of it: kept; the 5th is 3 cells away: kept; the 6th is out of view
+    # 4th is 25% farther than it: kept; the 5th is 3 cells away: kept; the 6th is out of view
     assert visible_points(uv, d, inside, 100).tolist() == [True, False, True, True, True, False]
+    # with a 5% tolerance the 4th is hidden too
+    assert visible_points(uv, d, inside, 100, tolerance=0.05).tolist() == [True, False, True, False, True, False]
     # 400 px wide: 4 px cells, so the 5th point (cell 3 next to cell 2) is hidden too
     assert visible_points(uv, d, inside, 400).tolist() == [True, False, True, True, False, False]
 
@@ -113,6 +115,21 @@ def test_occlusion_keeps_hidden_points_from_looking_sharp() -> None:
     focus = focus_from_sharpness([photo0, photo1], viewmats, Ks, points, top_fraction=0.2, occlusion=True)
     assert dist[:144].min() <= focus[0] <= dist[:144].max()
     assert dist[432:].min() <= focus[1] <= dist[432:].max()
+    # "auto" (the default): the occlusion-checked estimate where it moves a photo's by > 30% (photo 0,
+    # pulled 4× too far by the hidden points), the plain one elsewhere (photo 1 sees nothing hidden)
+    assert float(naive[1] / focus[1]) == pytest.approx(1.0, abs=0.3)
+    auto = focus_from_sharpness([photo0, photo1], viewmats, Ks, points, top_fraction=0.2, occlusion="auto")
+    assert auto[0] == focus[0] and auto[1] == naive[1]
+    never = focus_from_sharpness([photo0, photo1], viewmats, Ks, points, top_fraction=0.2, occlusion="auto", switch=10.0)
+    assert torch.equal(never, naive)
+
+
+def test_occlusion_setting_of_older_configs() -> None:
+    """Configs written when ``focus_init_occlusion`` was a bool still mean what they meant."""
+    from cocogs_nerfstudio.cocogaussian import CoCoGaussianModelConfig, _occlusion_mode
+
+    assert CoCoGaussianModelConfig().focus_init_occlusion == "auto"
+    assert [_occlusion_mode(v) for v in ("auto", "on", "off", True, False)] == ["auto", True, False, True, False]
 
 
 def test_sharpness_init_finds_each_demo_photos_focus(demo_scene: Path) -> None:
