@@ -50,11 +50,11 @@ from cocogs_nerfstudio.rasterize import (
 from cocogs_nerfstudio.viewer_controls import DepthOfFieldControls
 
 
-
 def _occlusion_mode(setting: Union[str, bool]) -> Union[str, bool]:
     """``focus_init_occlusion`` as focus_from_sharpness takes it: True, False or "auto" (configs
     written before it had three values say True or False)."""
     return {"on": True, "off": False}.get(setting, setting) if isinstance(setting, str) else bool(setting)
+
 
 @dataclass
 class CoCoGaussianModelConfig(SplatfactoModelConfig):

@@ -98,8 +98,9 @@ def focus_from_sharpness(
     Images that see fewer than ``min_points`` points get the median distance of what they see
     (or of all points, when they see none). ``occlusion``: each image counts only the points
     :func:`visible_points` keeps; "auto": an image takes that estimate only where it differs from
-    the plain one by more than ``switch`` (relative), i.e. where hidden points decided it. ``depth``: z along each camera's viewing axis instead of the
-    distance from its centre (the model's ``focus_plane``).
+    the plain one by more than ``switch`` (relative), i.e. where hidden points decided it.
+    ``depth``: z along each camera's viewing axis instead of the distance from its centre (the
+    model's ``focus_plane``).
 
     Memory grows with the (image, point) pairs actually seen, never with images × points: one
     image is projected at a time and only the points it sees are kept.

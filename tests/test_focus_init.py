@@ -120,7 +120,9 @@ def test_occlusion_keeps_hidden_points_from_looking_sharp() -> None:
     assert float(naive[1] / focus[1]) == pytest.approx(1.0, abs=0.3)
     auto = focus_from_sharpness([photo0, photo1], viewmats, Ks, points, top_fraction=0.2, occlusion="auto")
     assert auto[0] == focus[0] and auto[1] == naive[1]
-    never = focus_from_sharpness([photo0, photo1], viewmats, Ks, points, top_fraction=0.2, occlusion="auto", switch=10.0)
+    never = focus_from_sharpness(
+        [photo0, photo1], viewmats, Ks, points, top_fraction=0.2, occlusion="auto", switch=10.0
+    )
     assert torch.equal(never, naive)
 
 
