@@ -55,7 +55,9 @@ def project_points(
     return uv, (z if depth else cam.norm(dim=-1)), inside
 
 
-def visible_points(uv: Tensor, distance: Tensor, inside: Tensor, width: int, cells_across: int = 100, tolerance: float = 0.3) -> Tensor:
+def visible_points(
+    uv: Tensor, distance: Tensor, inside: Tensor, width: int, cells_across: int = 100, tolerance: float = 0.3
+) -> Tensor:
     """Mask [P] of the points in view that no other point hides: a z-buffer over the points.
 
     The image is cut into cells ``width / cells_across`` pixels wide (at least 1 px); a point is
@@ -105,31 +107,39 @@ def focus_from_sharpness(
     Memory grows with the (image, point) pairs actually seen, never with images × points: one
     image is projected at a time and only the points it sees are kept.
     """
-    if occlusion == "auto":
-        plain, checked = (
-            focus_from_sharpness(images, viewmats, Ks, points, top_fraction, min_points, occluded, depth)
-            for occluded in (False, True)
-        )
-        return torch.where((checked / plain).log().abs() > math.log1p(switch), checked, plain)
     device = points.device
     viewmats, Ks = viewmats.to(device), Ks.to(device)
-    p = points.shape[0]
-    sharp_sum = torch.zeros(p, device=device)
-    seen_count = torch.zeros(p, device=device)
-    per_image: List[tuple[Tensor, Tensor, Tensor]] = []  # (point ids, sharpness, distance) seen by each image
+    # the point sets each image counts: all it sees (plain), those no point hides (checked), or both
+    masks = {"auto": ("plain", "checked"), True: ("checked",)}.get(occlusion, ("plain",))
+    samples: dict[str, List[tuple[Tensor, Tensor, Tensor]]] = {m: [] for m in masks}  # per image: ids, s, d
     fallback: List[Tensor] = []  # median distance of every point, for images that see none
-    for i, image in enumerate(images):
+    for i, image in enumerate(images):  # each image projected and its sharpness measured once
         h, w = image.shape[:2]
         uv, d, inside = project_points(points, viewmats[i].float(), Ks[i].float(), w, h, depth)
-        if occlusion:
-            inside = visible_points(uv, d, inside, w)
-        ids = torch.nonzero(inside).squeeze(1)
-        px = uv[ids].long()
-        s = local_sharpness(image.to(device))[px[:, 1], px[:, 0]]
+        sharp = local_sharpness(image.to(device))
+        for mask in masks:
+            ids = torch.nonzero(inside if mask == "plain" else visible_points(uv, d, inside, w)).squeeze(1)
+            px = uv[ids].long()
+            samples[mask].append((ids, sharp[px[:, 1], px[:, 0]], d[ids]))
+        fallback.append(d.median())
+    focus = {m: _focus_from_samples(samples[m], fallback, points.shape[0], top_fraction, min_points) for m in masks}
+    if occlusion != "auto":
+        return focus[masks[0]]
+    plain, checked = focus["plain"], focus["checked"]
+    return torch.where((checked / plain).log().abs() > math.log1p(switch), checked, plain)
+
+
+def _focus_from_samples(
+    per_image: List[tuple[Tensor, Tensor, Tensor]], fallback: List[Tensor], num_points: int, top_fraction: float,
+    min_points: int,
+) -> Tensor:
+    """Steps 2-3 of the module doc from each image's (point ids, sharpness, distance) samples."""
+    device = fallback[0].device
+    sharp_sum = torch.zeros(num_points, device=device)
+    seen_count = torch.zeros(num_points, device=device)
+    for ids, s, _ in per_image:
         sharp_sum.index_add_(0, ids, s)
         seen_count.index_add_(0, ids, torch.ones_like(s))
-        per_image.append((ids, s, d[ids]))
-        fallback.append(d.median())
     seen_any = seen_count > 0
     mean_sharp = sharp_sum / seen_count.clamp_min(1)
     floor = 0.1 * mean_sharp[seen_any].median() if bool(seen_any.any()) else mean_sharp.new_zeros(())
