@@ -143,6 +143,11 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     the rendered depth (median K, the photo's d_F). Measured at the step it starts: all-in-focus
     fern 0.7–1.3 px, the defocused scenes 2.1 px and more (most views 3–6). 0: no gate (then the
     prior also shrinks K on defocused photos, measured −0.23 dB on the demo at weight 0.001)."""
+    aperture_prior_below_gain: float = 0.0
+    """The aperture prior acts only while the blend explains less than this share of the sharp
+    render's error: 1 − L1(blend)/L1(sharp render) against the training photos, averaged over recent
+    training views (``blend_gain``, logged). All in focus: the CoC sets add nothing and the share stays
+    small; real defocus, even at sub-pixel blur: it does not. 0: no such gate."""
     aperture_prior_start_step: int = 15000
     """The aperture prior acts from this step on, when h_θ has learned the blur the photos show
     (half of training; from the CoC start on, the defocused Blender scene's K dipped under the
@@ -213,6 +218,7 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
 
 
 NETWORK_GROUPS = ("coc_mlp", "blend_cnn", "focus")
+BLEND_GAIN_RATE = 0.05  # blend_gain: an exponential mean over ~20 training views
 """Optimizer groups of h_θ, the blend CNN and d_F (they train from ``coc_start_step``)."""
 
 
@@ -326,6 +332,8 @@ class CoCoGaussianModel(SplatfactoModel):
             self.register_buffer("focus_unit", torch.ones(()))
             self.register_buffer("focus_log_init", torch.zeros(self.num_train_data))  # focus_prior_weight
             self.register_buffer("focus_initialized", torch.zeros(self.num_train_data, dtype=torch.bool))
+            # aperture_prior_below_gain: running mean of 1 − L1(blend)/L1(sharp) over training views
+            self.register_buffer("blend_gain", torch.ones(()))
             self.depth_of_field = DepthOfFieldControls(self.num_train_data, lambda i: float(self.focus_distance(i)))
 
     # ------------------------------------------------------------------ focus d_F
@@ -745,6 +753,8 @@ class CoCoGaussianModel(SplatfactoModel):
                 dict[f"gauss_params.{name}"] = dict.pop(name)
         if "focus_log" in dict and "focus_log_init" not in dict:  # checkpoints from before focus_prior_weight
             dict["focus_log_init"] = dict["focus_log"].clone()
+        if "focus_log" in dict and "blend_gain" not in dict:  # checkpoints from before aperture_prior_below_gain
+            dict["blend_gain"] = torch.ones(())
         count = dict["gauss_params.means"].shape[0]
         for param in self.gauss_params.values():
             param.data = param.data.new_zeros((count,) + tuple(param.shape[1:]))
@@ -764,7 +774,8 @@ class CoCoGaussianModel(SplatfactoModel):
             losses["main_loss"] = torch.zeros_like(losses["main_loss"])
         crop = self._crop if self.training else None
         sharp_loss_on = self.training and self.config.sharp_loss_weight > 0 and "rgb_sharp" in outputs
-        if crop is not None or sharp_loss_on:  # the photo, masked as splatfacto masks its loss
+        blend_on = self.training and "in_focus_weight" in outputs  # a blend, not a sharp-only step
+        if crop is not None or sharp_loss_on or blend_on:  # the photo, masked as splatfacto masks its loss
             gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
             mask = self._downscale_if_required(batch["mask"]).to(self.device) if "mask" in batch else 1.0
             gt = gt * mask
@@ -779,8 +790,18 @@ class CoCoGaussianModel(SplatfactoModel):
             if "sharp_loss_weights" in outputs:  # sharp_loss_in_focus_px
                 error = error * outputs["sharp_loss_weights"]
             losses["sharp_loss"] = self.config.sharp_loss_weight * error.mean()
+        if blend_on:  # how much of the sharp render's error the blend explains (aperture_prior_below_gain)
+            with torch.no_grad():
+                error_sharp = (gt - outputs["rgb_sharp"] * mask).abs().mean()
+                gain = 1.0 - (gt - outputs["rgb"] * mask).abs().mean() / error_sharp.clamp_min(1e-8)
+                self.blend_gain.lerp_(gain.to(self.blend_gain), BLEND_GAIN_RATE)
+            if metrics_dict is not None:
+                metrics_dict["blend_gain"] = self.blend_gain.clone()
         if self.training and "aperture_relative" in outputs:  # aperture_prior_weight
-            losses["aperture_prior"] = self.config.aperture_prior_weight * outputs["aperture_relative"]
+            relative = outputs["aperture_relative"]
+            if self.config.aperture_prior_below_gain > 0:
+                relative = relative * (self.blend_gain < self.config.aperture_prior_below_gain)
+            losses["aperture_prior"] = self.config.aperture_prior_weight * relative
         if self.training and "focus_drift" in outputs:  # focus_prior_weight
             losses["focus_prior"] = self.config.focus_prior_weight * outputs["focus_drift"]
         return losses

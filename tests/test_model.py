@@ -609,10 +609,38 @@ def test_aperture_prior_gate_acts_on_a_small_learned_blur_after_its_start(demo_s
     assert "aperture_prior" not in model.get_loss_dict(model(camera), batch)
 
 
+def test_blend_gain_is_a_running_mean_and_gates_the_aperture_prior(demo_scene: Path, tmp_path: Path) -> None:
+    """Each training blend moves ``blend_gain`` by 1/20 of the way to 1 − L1(blend)/L1(sharp render)
+    against the photo; ``aperture_prior_below_gain`` g turns the prior off while blend_gain ≥ g."""
+    model, camera, batch = _ungated_prior_model(demo_scene, tmp_path)
+    outputs = model(camera)
+    gt = model.composite_with_background(model.get_gt_img(batch["image"]), outputs["background"])
+    # a blend that matches the photo where the sharp render is 0.2 off: gain 1; then 0.1 off: gain ½
+    outputs.update(rgb_sharp=(gt + 0.2).detach(), rgb=gt.detach())
+    model.blend_gain.fill_(0.0)
+    metrics: dict = {}
+    prior = model.get_loss_dict(outputs, batch, metrics)["aperture_prior"]
+    assert model.blend_gain.item() == pytest.approx(0.05) and metrics["blend_gain"].item() == pytest.approx(0.05)
+    outputs.update(rgb=(gt + 0.1).detach())
+    model.get_loss_dict(outputs, batch)
+    assert model.blend_gain.item() == pytest.approx(0.05 + 0.05 * (0.5 - 0.05))
+    expected = 0.0725
+    for below, on in ((0.07, True), (0.065, False)):  # a blend no better than the sharp render: gain 0
+        model.config.aperture_prior_below_gain = below
+        gated = model.get_loss_dict({**outputs, "rgb": outputs["rgb_sharp"]}, batch)["aperture_prior"]
+        expected *= 0.95  # 0.0689, then 0.0654: updated before the gate reads it
+        assert model.blend_gain.item() == pytest.approx(expected)
+        assert gated.item() == (pytest.approx(prior.item(), rel=1e-5) if on else 0.0)
+    model.eval()  # evaluation leaves it alone
+    model.get_loss_dict(model(camera), batch)
+    assert model.blend_gain.item() == pytest.approx(expected)
+
+
 def test_focus_prior_pulls_a_drifted_focus_back_to_its_initialisation(coc_trainer) -> None:
     """``focus_prior_weight`` w adds w × (log d_F − log d_F at init)² of the training view: 0 at the
     start; after d_F of the view drifts ×2, w·ln(2)², and its gradient lowers d_F again (only that
-    view's). A checkpoint without the initial d_F (older versions) loads with it as its d_F."""
+    view's). A checkpoint without the initial d_F (older versions) loads with it as its d_F, and with
+    ``blend_gain`` 1 where it has none."""
     model = coc_trainer.pipeline.model
     model.config.focus_prior_weight = 0.5
     model.train()
@@ -631,7 +659,9 @@ def test_focus_prior_pulls_a_drifted_focus_back_to_its_initialisation(coc_traine
     assert torch.count_nonzero(grad).item() == 1
     model.config.focus_prior_weight = 0.0
     assert "focus_prior" not in model.get_loss_dict(model(camera), batch)
-    state = {k: v for k, v in model.state_dict().items() if k != "focus_log_init"}
-    model.load_state_dict(state)
+    model.blend_gain.fill_(0.3)
+    state = {k: v for k, v in model.state_dict().items() if k not in ("focus_log_init", "blend_gain")}
+    model.load_state_dict(state)  # older checkpoints: without the initial d_F and blend_gain
     assert torch.equal(model.focus_log_init, model.focus_log.detach())
+    assert model.blend_gain.item() == 1.0  # no evidence yet: aperture_prior_below_gain keeps the prior off
     assert model.focus_distance(index).item() == pytest.approx(2 * initial, rel=1e-5)
