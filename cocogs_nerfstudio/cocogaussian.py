@@ -143,6 +143,10 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     the rendered depth (median K, the photo's d_F). Measured at the step it starts: all-in-focus
     fern 0.7–1.3 px, the defocused scenes 2.1 px and more (most views 3–6). 0: no gate (then the
     prior also shrinks K on defocused photos, measured −0.23 dB on the demo at weight 0.001)."""
+    aperture_hold_steps: int = 0
+    """Not in the paper: K stays at its unit (``aperture_init``) for this many steps from the CoC
+    start while β, the directions and the factors learn, so that K is learnt from Gaussians that have
+    settled rather than from the coarse initial ones. 0: K learns from the CoC start (the paper)."""
     aperture_prior_below_gain: float = 0.0
     """The aperture prior acts only while the blend explains less than this share of the sharp
     render's error: 1 − L1(blend)/L1(sharp render) against the training photos, averaged over recent
@@ -401,6 +405,8 @@ class CoCoGaussianModel(SplatfactoModel):
     def aperture_of(self, out: CocOutputs) -> Tensor:
         """K per Gaussian [N] in world units (Eq. 7) from h_θ's outputs for one camera."""
         relative = out.aperture if self.config.use_aperture else torch.ones_like(out.aperture)
+        if self.step - self.config.coc_start_step < self.config.aperture_hold_steps:  # held at its unit
+            relative = torch.ones_like(relative)
         return self.aperture_unit * relative
 
     # ------------------------------------------------------------------ CoC Gaussians

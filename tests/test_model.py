@@ -346,10 +346,13 @@ def test_focus_plane_measures_d_along_the_viewing_axis(demo_scene: Path, tmp_pat
 
 def test_network_learning_rates_decay_from_the_coc_start() -> None:
     """h_θ, the blend CNN and d_F get no gradient before CoC starts; their learning rates decay
-    ×0.01 from that step (the official code), the Gaussians' from step 0."""
-    from cocogs_nerfstudio.method_config import make_trainer_config
+    ×0.01 from that step (the official code), the Gaussians' from step 0; h_θ's ramps up from 0
+    over ``coc_mlp_ramp`` steps first (a sine quarter), then decays ×0.01 over the rest."""
+    from cocogs_nerfstudio.method_config import make_trainer_config, small_trainer_config
 
-    cfg = make_trainer_config(max_steps=1000, model=CoCoGaussianModelConfig(coc_start_step=200))
+    assert make_trainer_config().optimizers["coc_mlp"]["scheduler"].ramp_steps == 0  # off by default
+    assert small_trainer_config().optimizers["coc_mlp"]["scheduler"].ramp_steps == 0
+    cfg = make_trainer_config(max_steps=1000, model=CoCoGaussianModelConfig(coc_start_step=200), coc_mlp_ramp=100)
 
     def schedule(group: str) -> list:
         lr = cfg.optimizers[group]["optimizer"].lr
@@ -362,10 +365,14 @@ def test_network_learning_rates_decay_from_the_coc_start() -> None:
             scheduler.step()
         return lrs
 
-    for group in ("coc_mlp", "blend_cnn", "focus"):
+    for group in ("blend_cnn", "focus"):
         lrs, lr = schedule(group), cfg.optimizers[group]["optimizer"].lr
         assert lrs[0] == pytest.approx(lr) and lrs[199] == pytest.approx(lr) and lrs[200] == pytest.approx(lr), group
         assert lrs[600] == pytest.approx(lr * 0.01**0.5, rel=1e-6), group  # half-way through the CoC phase
+    lrs, lr = schedule("coc_mlp"), cfg.optimizers["coc_mlp"]["optimizer"].lr
+    assert lrs[199] == pytest.approx(lr) and lrs[200] == 0.0
+    assert lrs[250] == pytest.approx(lr * math.sin(math.pi / 4), rel=1e-6) and lrs[300] == pytest.approx(lr)
+    assert lrs[650] == pytest.approx(lr * 0.01**0.5, rel=1e-6) and lrs[999] > lr * 0.01
     means = schedule("means")
     assert means[200] == pytest.approx(1.6e-4 * 0.01**0.2, rel=1e-6)
 
@@ -607,6 +614,21 @@ def test_aperture_prior_gate_acts_on_a_small_learned_blur_after_its_start(demo_s
         assert prior == (pytest.approx(ungated, rel=1e-4) if on else 0.0), (below_px, q90)
     model.config.aperture_prior_start_step = model.step + 1
     assert "aperture_prior" not in model.get_loss_dict(model(camera), batch)
+
+
+def test_aperture_hold_steps_keep_k_at_its_unit_from_the_coc_start(demo_scene: Path, tmp_path: Path) -> None:
+    """``aperture_hold_steps`` n: for n steps from the CoC start K is its unit, with no gradient to
+    h_θ's K; from then on h_θ's K."""
+    model, camera, _ = _ungated_prior_model(demo_scene, tmp_path)
+    c2w = camera.camera_to_worlds.reshape(3, 4)
+    model.config.aperture_hold_steps = 5
+    out = model.coc_mlp(c2w[:, 3], model.means, torch.exp(model.scales), model.quats)
+    for step, held in ((4, True), (5, False)):
+        model.step = step
+        aperture = model.aperture_of(out)
+        expected = model.aperture_unit * (torch.ones_like(out.aperture) if held else out.aperture)
+        assert torch.allclose(aperture, expected) and not torch.allclose(out.aperture, torch.ones_like(out.aperture))
+        assert aperture.requires_grad != held
 
 
 def test_blend_gain_is_a_running_mean_and_gates_the_aperture_prior(demo_scene: Path, tmp_path: Path) -> None:
