@@ -147,7 +147,8 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     """Not in the paper: K stays at its unit (``aperture_init``) for this many steps from the CoC
     start while β, the directions and the factors learn, so that K is learnt from Gaussians that have
     settled rather than from the coarse initial ones. 0: K learns from the CoC start (the paper).
-    100 measured (docs/results.md, Cycles scene): Cycles seed 44 +0.99 dB, Blender scene −0.44 dB: off."""
+    100 measured (docs/results.md, Cycles scene; one seed each): Cycles seed 44 +0.99 dB, drinks
+    +0.74 dB, Blender scene −0.44 dB: off."""
     aperture_prior_below_gain: float = 0.0
     """The aperture prior acts only while the blend explains less than this share of the sharp
     render's error: 1 − L1(blend)/L1(sharp render) against the training photos, averaged over recent
@@ -225,8 +226,8 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
 
 
 NETWORK_GROUPS = ("coc_mlp", "blend_cnn", "focus")
-BLEND_GAIN_RATE = 0.05  # blend_gain: an exponential mean over ~20 training views
 """Optimizer groups of h_θ, the blend CNN and d_F (they train from ``coc_start_step``)."""
+BLEND_GAIN_RATE = 0.05  # blend_gain: an exponential mean over ~20 training views
 
 
 @contextmanager
