@@ -147,8 +147,8 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     """Not in the paper: K stays at its unit (``aperture_init``) for this many steps from the CoC
     start while β, the directions and the factors learn, so that K is learnt from Gaussians that have
     settled rather than from the coarse initial ones. 0: K learns from the CoC start (the paper).
-    100 measured (docs/results.md, Cycles scene; one seed each): Cycles seed 44 +0.99 dB, drinks
-    +0.74 dB, Blender scene −0.44 dB: off."""
+    100 measured (docs/results.md, Cycles scene; one or two seeds): Cycles seed 44 +0.99 dB, floor
+    +0.27, drinks +0.74 / +0.08, Blender scene −0.44 / −0.32 dB: off."""
     aperture_prior_below_gain: float = 0.0
     """The aperture prior acts only while the blend explains less than this share of the sharp
     render's error: 1 − L1(blend)/L1(sharp render) against the training photos, averaged over recent

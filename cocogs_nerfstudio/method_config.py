@@ -91,7 +91,8 @@ def make_trainer_config(
     the paper: ``coc_mlp_ramp`` > 0 ramps h_θ's learning rate up from 0 over that many steps first
     (``--optimizers.coc-mlp.scheduler.ramp-steps``). Measured on the small preset with 100
     (docs/results.md, Cycles scene): it keeps the Cycles scene's aperture from collapsing early
-    (seed 44: +2.9 dB) but costs the Blender scene 0.37 dB and drinks 0.4 dB: off."""
+    (seed 44: +2.9 dB) but costs the Blender scene 0.37 dB and the real drinks photos 0.44 dB
+    (1.18 dB where they are in focus): off."""
     model = model or CoCoGaussianModelConfig()
     start = model.coc_start_step
     device = "cuda" if torch.cuda.is_available() else "cpu"
