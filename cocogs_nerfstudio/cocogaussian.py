@@ -795,14 +795,16 @@ class CoCoGaussianModel(SplatfactoModel):
             ssim = self.ssim(gt_crop.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None])
             lam = self.config.ssim_lambda
             losses["main_loss"] = (1 - lam) * (gt_crop - pred).abs().mean() + lam * (1 - ssim)
+        if sharp_loss_on or blend_on:  # the sharp render's error, for its loss and for blend_gain
+            sharp_error = (gt - outputs["rgb_sharp"] * mask).abs()
         if sharp_loss_on:
-            error = (gt - outputs["rgb_sharp"] * mask).abs()
+            error = sharp_error
             if "sharp_loss_weights" in outputs:  # sharp_loss_in_focus_px
                 error = error * outputs["sharp_loss_weights"]
             losses["sharp_loss"] = self.config.sharp_loss_weight * error.mean()
         if blend_on:  # how much of the sharp render's error the blend explains (aperture_prior_below_gain)
             with torch.no_grad():
-                error_sharp = (gt - outputs["rgb_sharp"] * mask).abs().mean()
+                error_sharp = sharp_error.detach().mean()
                 gain = 1.0 - (gt - outputs["rgb"] * mask).abs().mean() / error_sharp.clamp_min(1e-8)
                 self.blend_gain.lerp_(gain.to(self.blend_gain), BLEND_GAIN_RATE)
             if metrics_dict is not None:
