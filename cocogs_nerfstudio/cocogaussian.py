@@ -149,6 +149,12 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     settled rather than from the coarse initial ones. 0: K learns from the CoC start (the paper).
     100 measured (docs/results.md, Cycles scene; one or two seeds): Cycles seed 44 +0.99 dB, floor
     +0.27, drinks +0.74 / +0.08, Blender scene −0.44 / −0.32 dB: off."""
+    aperture_floor: float = 0.0
+    """Not in the paper: K never falls below this share of its unit: relative K = floor + (1 − floor)
+    × h_θ's K (the same 1 at initialisation), so that an early collapse of the aperture (the Cycles
+    scene's K fell 100× in 30 steps and never came back, docs/results.md) leaves a blur that still
+    has a gradient, while all-in-focus photos keep a blur of at most this share. 0: h_θ's K alone
+    (the paper)."""
     aperture_prior_below_gain: float = 0.0
     """The aperture prior acts only while the blend explains less than this share of the sharp
     render's error: 1 − L1(blend)/L1(sharp render) against the training photos, averaged over recent
@@ -409,6 +415,8 @@ class CoCoGaussianModel(SplatfactoModel):
     def aperture_of(self, out: CocOutputs) -> Tensor:
         """K per Gaussian [N] in world units (Eq. 7) from h_θ's outputs for one camera."""
         relative = out.aperture if self.config.use_aperture else torch.ones_like(out.aperture)
+        if self.config.aperture_floor > 0:
+            relative = self.config.aperture_floor + (1.0 - self.config.aperture_floor) * relative
         if self.step - self.config.coc_start_step < self.config.aperture_hold_steps:  # held at its unit
             relative = torch.ones_like(relative)
         return self.aperture_unit * relative

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -629,6 +630,23 @@ def test_aperture_hold_steps_keep_k_at_its_unit_from_the_coc_start(demo_scene: P
         expected = model.aperture_unit * (torch.ones_like(out.aperture) if held else out.aperture)
         assert torch.allclose(aperture, expected) and not torch.allclose(out.aperture, torch.ones_like(out.aperture))
         assert aperture.requires_grad != held
+
+
+def test_aperture_floor_keeps_k_above_its_share_of_the_unit(demo_scene: Path, tmp_path: Path) -> None:
+    """``aperture_floor`` f: relative K = f + (1 − f) × h_θ's K, so K ≥ f units however far h_θ's
+    K falls, the same K where h_θ says 1, and the gradient still reaches h_θ (scaled by 1 − f)."""
+    model, camera, _ = _ungated_prior_model(demo_scene, tmp_path)
+    c2w = camera.camera_to_worlds.reshape(3, 4)
+    out = model.coc_mlp(c2w[:, 3], model.means, torch.exp(model.scales), model.quats)
+    model.config.aperture_floor = 0.25
+    collapsed = dataclasses.replace(out, aperture=torch.tensor([0.0, 1e-4, 1.0, 3.0]))
+    expected = torch.tensor([0.25, 0.25 + 0.75e-4, 1.0, 2.5])
+    assert torch.allclose(model.aperture_of(collapsed) / model.aperture_unit, expected)
+    floored = model.aperture_of(out)
+    floored.sum().backward()
+    assert model.coc_mlp.head.weight.grad is not None and model.coc_mlp.head.weight.grad[0].abs().sum() > 0
+    model.config.aperture_floor = 0.0
+    assert torch.allclose(model.aperture_of(collapsed) / model.aperture_unit, collapsed.aperture)
 
 
 def test_blend_gain_is_a_running_mean_and_gates_the_aperture_prior(demo_scene: Path, tmp_path: Path) -> None:
