@@ -93,13 +93,16 @@ def image_folder(data: Path, downscale_factor: Optional[int]) -> Path:
 
 def downscaled_copy(image: Path, factor: int, cache: Path, folder: Optional[str] = None) -> Path:
     """``image`` shrunk by ``factor`` (area filter) into ``cache/folder`` (default: the image's
-    folder name), written once."""
+    folder name), written once, through a file of this process's own that is then renamed, so that
+    runs sharing the cache never read a half-written image."""
     out = cache / (folder or image.parent.name) / image.name
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
+        part = out.with_name(f".{out.stem}.{os.getpid()}.part{out.suffix}")
         with Image.open(image) as im:
             w, h = im.size
-            im.convert("RGB").resize((max(1, round(w / factor)), max(1, round(h / factor))), Image.BOX).save(out)
+            im.convert("RGB").resize((max(1, round(w / factor)), max(1, round(h / factor))), Image.BOX).save(part)
+        os.replace(part, out)
     return out
 
 

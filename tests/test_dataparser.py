@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cocogs_nerfstudio.dataparser import DataInputError, DeblurNerfDataParserConfig
+from cocogs_nerfstudio.dataparser import DataInputError, DeblurNerfDataParserConfig, downscaled_copy
 
 
 def _parse(data: Path, split: str = "train", **kw):
@@ -165,6 +165,31 @@ def test_make_downscaled_shrinks_into_a_cache(shared_data: Path, tmp_path: Path,
     from PIL import Image
 
     assert Image.open(upper.image_filenames[0]).size == (100, 75)
+
+
+def test_downscaled_copy_appears_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs sharing the cache (benchmarks side by side) must never read a half-written image:
+    the copy is written under another name and renamed into place, leaving no partial file."""
+    from PIL import Image
+
+    src = tmp_path / "images" / "000.png"
+    src.parent.mkdir()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(src)
+    out = tmp_path / "cache" / "images" / "000.png"
+    written: list = []
+    save = Image.Image.save
+
+    def spy(self, fp, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        written.append((Path(fp), out.exists()))
+        return save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", spy)
+    assert downscaled_copy(src, 4, tmp_path / "cache") == out
+    assert [(p.parent, p.suffix, p != out, seen) for p, seen in written] == [(out.parent, ".png", True, False)]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["000.png"]
+    with Image.open(out) as im:
+        assert im.size == (10, 8) and im.getpixel((5, 4)) == (200, 10, 10)
+    assert downscaled_copy(src, 4, tmp_path / "cache") == out and len(written) == 1  # written once
 
 
 def test_background_points_where_drinks_has_no_sfm_points(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
