@@ -66,6 +66,22 @@ def coc_pixels(
     return coc_diameter(depth, focus, aperture, form) * focal_px / depth
 
 
+def floored_aperture(relative: Tensor, floor: float, form: Literal["linear", "soft"] = "linear") -> Tensor:
+    """Relative aperture K (h_θ's, ≥ 0) kept at or above ``floor`` (not in the paper).
+
+    ``linear``: f + (1 − f)·K, the same 1 at K = 1 but a slope of 1 − f everywhere. ``soft``:
+    K + f·exp(−K/f), monotone, f at K = 0 and K to within f·e^(−1/f) where K ≥ 1 (slope 1 − e^(−K/f)):
+    a floor that is only there once K has fallen towards it.
+    """
+    if floor <= 0:
+        return relative
+    if form == "linear":
+        return floor + (1.0 - floor) * relative
+    if form == "soft":
+        return relative + floor * torch.exp(-relative / floor)
+    raise ValueError(f"aperture floor form {form!r}: expected 'linear' or 'soft'")
+
+
 def coc_means(means: Tensor, diameter: Tensor, beta: Tensor, directions: Tensor) -> Tensor:
     """Means of the M CoC Gaussian sets (Eq. 9): ``µ_m = µ_B + σ/2 · β_m · d_m``.
 

@@ -28,6 +28,7 @@ from cocogs_nerfstudio.blend_cnn import BlendCNN
 from cocogs_nerfstudio.coc import (
     coc_diameter,
     coc_means,
+    floored_aperture,
     coc_pixels,
     coc_quats,
     coc_scales,
@@ -155,6 +156,10 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     scene's K fell 100× in 30 steps and never came back, docs/results.md) leaves a blur that still
     has a gradient, while all-in-focus photos keep a blur of at most this share. 0: h_θ's K alone
     (the paper)."""
+    aperture_floor_form: Literal["linear", "soft"] = "linear"
+    """How ``aperture_floor`` f enters (coc.floored_aperture): ``linear`` f + (1 − f) × K; ``soft``
+    K + f·exp(−K/f), within f·e^(−1/f) of h_θ's K wherever K ≥ 1 (drinks' learned K stays at
+    0.8–1.7: the floor never binds there, docs/results.md Cycles scene), f where K collapses."""
     aperture_prior_below_gain: float = 0.0
     """The aperture prior acts only while the blend explains less than this share of the sharp
     render's error: 1 − L1(blend)/L1(sharp render) against the training photos, averaged over recent
@@ -415,8 +420,7 @@ class CoCoGaussianModel(SplatfactoModel):
     def aperture_of(self, out: CocOutputs) -> Tensor:
         """K per Gaussian [N] in world units (Eq. 7) from h_θ's outputs for one camera."""
         relative = out.aperture if self.config.use_aperture else torch.ones_like(out.aperture)
-        if self.config.aperture_floor > 0:
-            relative = self.config.aperture_floor + (1.0 - self.config.aperture_floor) * relative
+        relative = floored_aperture(relative, self.config.aperture_floor, self.config.aperture_floor_form)
         if self.step - self.config.coc_start_step < self.config.aperture_hold_steps:  # held at its unit
             relative = torch.ones_like(relative)
         return self.aperture_unit * relative

@@ -15,6 +15,7 @@ from cocogs_nerfstudio.coc import (
     coc_quats,
     coc_scales,
     fixed_directions,
+    floored_aperture,
     in_focus_weight,
     frequency_encode,
     thin_lens_blur_px,
@@ -176,3 +177,22 @@ def test_in_focus_weight_by_hand() -> None:
     # sensor form: σ = K|1/z − 1/d_F| in world units at z, so CoC = 100 · 0.1 · 0.25 / 2 = 1.25 px at z = 2
     w = in_focus_weight(depth[1:2], 4.0, 0.1, 100.0, 0.5, "sensor")
     assert w.tolist() == pytest.approx([(0.5 / 1.25) ** 2])
+
+
+def test_floored_aperture_linear_and_soft_by_hand() -> None:
+    """Linear: f + (1 − f)K. Soft: K + f·exp(−K/f): f at K = 0, K + f/e at K = f, within f·e^(−4) of
+    K = 1 for f = ¼, never below f, and its slope 1 − exp(−K/f) reaches h_θ's K."""
+    k = torch.tensor([0.0, 0.25, 1.0, 3.0], requires_grad=True)
+    assert torch.allclose(floored_aperture(k, 0.25, "linear"), torch.tensor([0.25, 0.4375, 1.0, 2.5]))
+    soft = floored_aperture(k, 0.25, "soft")
+    e = math.exp(1.0)
+    expected = torch.tensor([0.25, 0.25 + 0.25 / e, 1.0 + 0.25 * math.exp(-4.0), 3.0 + 0.25 * math.exp(-12.0)])
+    assert torch.allclose(soft, expected)
+    soft.sum().backward()
+    assert torch.allclose(k.grad, torch.tensor([0.0, 1 - 1 / e, 1 - math.exp(-4.0), 1 - math.exp(-12.0)]))
+    grid = torch.linspace(0, 2, 201)
+    assert bool((floored_aperture(grid, 0.25, "soft") >= 0.25).all())
+    assert bool((floored_aperture(grid, 0.25, "soft").diff() > 0).all())
+    assert floored_aperture(k, 0.0, "soft") is k
+    with pytest.raises(ValueError, match="'hard'"):
+        floored_aperture(k, 0.25, "hard")  # type: ignore[arg-type]

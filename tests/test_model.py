@@ -645,6 +645,9 @@ def test_aperture_floor_keeps_k_above_its_share_of_the_unit(demo_scene: Path, tm
     floored = model.aperture_of(out)
     floored.sum().backward()
     assert model.coc_mlp.head.weight.grad is not None and model.coc_mlp.head.weight.grad[0].abs().sum() > 0
+    model.config.aperture_floor_form = "soft"  # f at a collapsed K, h_θ's K (within f·e^-4) from 1 on
+    soft = model.aperture_of(collapsed) / model.aperture_unit
+    assert torch.allclose(soft, torch.tensor([0.25, 0.25, 1.0, 3.0]), atol=0.25 * math.exp(-4.0))
     model.config.aperture_floor = 0.0
     assert torch.allclose(model.aperture_of(collapsed) / model.aperture_unit, collapsed.aperture)
 
