@@ -247,18 +247,17 @@ def psnr_where_photo_in_focus(pipeline, scene: Path) -> Optional[Dict[str, float
     return {"psnr_photo_in_focus": float(-10 * np.log10(max(error / count, 1e-10))), "photo_in_focus_share": count / total}
 
 
-def learned_aperture(model, cameras) -> Dict[str, Any]:
+def learned_aperture(model, dataset, dataparser_scale: float) -> Dict[str, Any]:
     """K relative to its unit (``aperture_floor`` and hold included) per training view: the median
-    over the Gaussians of h_θ's output for that view's camera, and the median over the views (a
-    collapsed aperture, docs/results.md Cycles scene, shows as ~0)."""
+    over the Gaussians of h_θ's output for that view's camera (``cocogs-export``'s summary), and
+    the median over the views (a collapsed aperture, docs/results.md Cycles scene, shows as ~0)."""
     if not model.config.coc_enabled:
         return {}
-    per_view = []
-    with torch.no_grad():
-        scales, means, quats = torch.exp(model.scales), model.means, model.quats
-        for c2w in cameras.camera_to_worlds.to(model.device):
-            out = model.coc_mlp(c2w[:3, 3].reshape(3), means, scales, quats)
-            per_view.append(float((model.aperture_of(out) / model.aperture_unit).median()))
+    from cocogs_nerfstudio.export import depth_of_field_summary  # imports nerfstudio's exporter (open3d)
+
+    summary = depth_of_field_summary(model, dataset.cameras, dataset.image_filenames, dataparser_scale)
+    unit = float(model.aperture_unit)
+    per_view = [photo["aperture_K_median"] / unit for photo in summary["photos"]]
     return {"aperture_relative_median": round(float(np.median(per_view)), 4),
             "aperture_relative_per_view": [round(k, 4) for k in per_view]}
 
@@ -294,13 +293,14 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path, seed: int, im
     }
     if model.device.type == "cuda":
         result["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    scale = float(pipeline.datamanager.train_dataparser_outputs.dataparser_scale)
     if initial_focus is not None:
         result["initial_focus"] = [round(f, 3) for f in initial_focus]
-        truth = focus_truth(args.scene, float(pipeline.datamanager.train_dataparser_outputs.dataparser_scale))
+        truth = focus_truth(args.scene, scale)
         if truth is not None:
             result["true_focus"] = truth
     result.update(psnr_where_photo_in_focus(pipeline, args.scene) or {})
-    result.update(learned_aperture(model, pipeline.datamanager.train_dataset.cameras))
+    result.update(learned_aperture(model, pipeline.datamanager.train_dataset, scale))
     result.update(views_and_speed(variant, pipeline, args, image_dir, measure_speed=True))
     result["step_breakdown"] = step_breakdown(trainer)  # its steps change the model
     if args.profile:

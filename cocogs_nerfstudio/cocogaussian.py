@@ -28,11 +28,11 @@ from cocogs_nerfstudio.blend_cnn import BlendCNN
 from cocogs_nerfstudio.coc import (
     coc_diameter,
     coc_means,
-    floored_aperture,
     coc_pixels,
     coc_quats,
     coc_scales,
     fixed_directions,
+    floored_aperture,
     in_focus_weight,
     spread_scales,
 )

@@ -41,6 +41,9 @@ def test_benchmark_command_writes_results_table_and_figure(demo_scene: Path, tmp
     assert results["baseline"]["step_breakdown"]["h_theta"] == 0 == results["baseline"]["step_breakdown"]["blend_cnn"]
     assert parts["rasterization"] > 2 * results["baseline"]["step_breakdown"]["rasterization"]  # M+1 = 5 renders
     assert len(coc["initial_focus"]) == len(coc["learned_focus"]) == len(coc["true_focus"]) == 21
+    # h_θ's relative K per training view (a collapsed aperture shows as ~0); none without CoC
+    assert len(coc["aperture_relative_per_view"]) == 21 and coc["aperture_relative_median"] > 0
+    assert "aperture_relative_median" not in results["baseline"]
     table = (out / "results.md").read_text()
     assert "| cocogaussian |" in table and "PSNR gain over the baseline ≥ +3 dB" in table
     assert "defocus preview ≥ 30 fps" not in table  # a GPU target
