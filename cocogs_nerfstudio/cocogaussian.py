@@ -150,16 +150,20 @@ class CoCoGaussianModelConfig(SplatfactoModelConfig):
     settled rather than from the coarse initial ones. 0: K learns from the CoC start (the paper).
     100 measured (docs/results.md, Cycles scene; one or two seeds): Cycles seed 44 +0.99 dB, floor
     +0.27, drinks +0.74 / +0.08, Blender scene −0.44 / −0.32 dB: off."""
-    aperture_floor: float = 0.0
-    """Not in the paper: K never falls below this share of its unit: relative K = floor + (1 − floor)
-    × h_θ's K (the same 1 at initialisation), so that an early collapse of the aperture (the Cycles
-    scene's K fell 100× in 30 steps and never came back, docs/results.md) leaves a blur that still
-    has a gradient, while all-in-focus photos keep a blur of at most this share. 0: h_θ's K alone
-    (the paper)."""
-    aperture_floor_form: Literal["linear", "soft"] = "linear"
-    """How ``aperture_floor`` f enters (coc.floored_aperture): ``linear`` f + (1 − f) × K; ``soft``
-    K + f·exp(−K/f), within f·e^(−1/f) of h_θ's K wherever K ≥ 1 (drinks' learned K stays at
-    0.8–1.7: the floor never binds there, docs/results.md Cycles scene), f where K collapses."""
+    aperture_floor: float = 0.25
+    """Not in the paper: K never falls below this share of its unit (``aperture_floor_form``), so
+    that an early collapse of the aperture (the Cycles scene's K fell 100× in 30 steps and never
+    came back, docs/results.md) leaves a blur that still has a gradient, while all-in-focus photos
+    keep a blur of at most this share. Default 0.25 (soft) since 2026-12-07, measured against 0 (600
+    steps, 3 seeds, docs/results.md "Three seeds of the soft floor"): Cycles scene +1.79 dB (a
+    collapse rescued) and its triangulated points +0.23, Blender +0.26, drinks +0.14 where in focus,
+    demo, floor and fern within ±0.08, Blender triangulated points −0.12 (within its spread).
+    0: h_θ's K alone (the paper)."""
+    aperture_floor_form: Literal["linear", "soft"] = "soft"
+    """How ``aperture_floor`` f enters (coc.floored_aperture): ``soft`` K + f·exp(−K/f), within
+    f·e^(−1/f) of h_θ's K wherever K ≥ 1 (drinks' learned K stays at 0.8–1.7: the floor never binds
+    there), f where K collapses; ``linear`` f + (1 − f) × K (a slope of 1 − f everywhere: measured
+    −0.52 dB on drinks where in focus, 3 seeds)."""
     aperture_prior_below_gain: float = 0.0
     """The aperture prior acts only while the blend explains less than this share of the sharp
     render's error: 1 − L1(blend)/L1(sharp render) against the training photos, averaged over recent

@@ -11,7 +11,7 @@ import torch
 
 from helpers import make_trainer, run_iteration
 
-from cocogs_nerfstudio.coc import coc_pixels
+from cocogs_nerfstudio.coc import coc_pixels, floored_aperture
 from cocogs_nerfstudio.cocogaussian import CoCoGaussianModelConfig
 
 
@@ -577,7 +577,8 @@ def test_aperture_prior_is_the_weighted_mean_relative_aperture(demo_scene: Path,
     c2w = camera.camera_to_worlds.reshape(3, 4)
     with torch.no_grad():
         out = model.coc_mlp(c2w[:, 3], model.means, torch.exp(model.scales), model.quats)
-    assert prior.item() == pytest.approx(0.5 * out.aperture.mean().item(), rel=1e-5)
+    floored = floored_aperture(out.aperture, model.config.aperture_floor, model.config.aperture_floor_form)
+    assert prior.item() == pytest.approx(0.5 * floored.mean().item(), rel=1e-5)
     assert 0.3 < out.aperture.mean().item() < 3  # ≈ 1 at initialisation: K in its unit
     prior.backward()
     last = [p for p in model.coc_mlp.parameters() if p.grad is not None]
@@ -627,7 +628,8 @@ def test_aperture_hold_steps_keep_k_at_its_unit_from_the_coc_start(demo_scene: P
     for step, held in ((4, True), (5, False)):
         model.step = step
         aperture = model.aperture_of(out)
-        expected = model.aperture_unit * (torch.ones_like(out.aperture) if held else out.aperture)
+        learned = floored_aperture(out.aperture, model.config.aperture_floor, model.config.aperture_floor_form)
+        expected = model.aperture_unit * (torch.ones_like(out.aperture) if held else learned)
         assert torch.allclose(aperture, expected) and not torch.allclose(out.aperture, torch.ones_like(out.aperture))
         assert aperture.requires_grad != held
 
@@ -638,7 +640,7 @@ def test_aperture_floor_keeps_k_above_its_share_of_the_unit(demo_scene: Path, tm
     model, camera, _ = _ungated_prior_model(demo_scene, tmp_path)
     c2w = camera.camera_to_worlds.reshape(3, 4)
     out = model.coc_mlp(c2w[:, 3], model.means, torch.exp(model.scales), model.quats)
-    model.config.aperture_floor = 0.25
+    model.config.aperture_floor, model.config.aperture_floor_form = 0.25, "linear"
     collapsed = dataclasses.replace(out, aperture=torch.tensor([0.0, 1e-4, 1.0, 3.0]))
     expected = torch.tensor([0.25, 0.25 + 0.75e-4, 1.0, 2.5])
     assert torch.allclose(model.aperture_of(collapsed) / model.aperture_unit, expected)
