@@ -105,7 +105,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     def trained() -> str:
         state = _checkpoint(run)
         n = len(_gaussians(state)["means"])
-        focus = state["pipeline"]["_model.focus_log"]
+        focus = state["pipeline"]["_model.lens.focus_log"]
         assert state["step"] == args.steps - 1 and n > 0 and torch.isfinite(focus).all()
         return f"step {state['step']}, {n} Gaussians, {len(focus)} learned focus distances"
 

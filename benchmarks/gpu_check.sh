@@ -13,7 +13,7 @@
 #      without background_points, the floor layout of cocogs-demo-scene (384×288), --size gpu.
 # STAGES picks stages (default "1 2 3"; once 1 and 2 have passed on a commit, "3 4" fits the time).
 # BENCH_SET="key=value ..." passes CoCoGaussian settings to stage 3's benchmark (run.py --set), e.g.
-# STAGES=3 BENCH_SET="blend_cnn_scale=0.5" for the step-time ratio of an option.
+# STAGES=3 BENCH_SET="num_coc_sets=2" for the step-time ratio of an option.
 # Here: bash benchmarks/gpu_prepare.sh; then with the device tool:
 #   run(command="bash benchmarks/gpu_check.sh", carry=[".gpu"], timeout_s=600)
 # On a CPU (the test suite runs it so that it cannot rot), with small settings:

@@ -1,4 +1,4 @@
-"""Micro-benchmarks on a GPU (CUDA only; numbers in docs/results.md "GPU mode"): the blend CNN alone
+"""Micro-benchmarks on a GPU (CUDA only; numbers in docs/experiments.md "GPU mode"): the blend CNN alone
 (fp32 / bf16 autocast / channels-last / width 32, at 1920×1440 and 400×300, 5 images) and gsplat
 calls (one, four, and one of 4N Gaussians), to see where a CoC step and the preview can gain.
 
@@ -31,7 +31,7 @@ def milliseconds(fn: Callable[[], object], repeats: int = 20) -> float:
 
 def blend_cnn(height: int, width: int, channels: int) -> str:
     images = torch.rand(5, height, width, 3, device=DEVICE)
-    cnn = BlendCNN(channels, 5).to(DEVICE)
+    cnn = BlendCNN(channels).to(DEVICE)
 
     def train_step(bf16: bool) -> None:
         x = images.clone().requires_grad_()

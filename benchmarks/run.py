@@ -30,6 +30,7 @@ from PIL import Image
 
 from cocogs_nerfstudio.cocogaussian import CoCoGaussianModelConfig
 from cocogs_nerfstudio.dataparser import DeblurNerfDataParserConfig
+from cocogs_nerfstudio.depth_of_field import depth_of_field_summary
 from cocogs_nerfstudio.method_config import make_trainer_config, small_trainer_config
 from cocogs_nerfstudio.runs import scripted, seeded_trainer
 
@@ -148,14 +149,10 @@ def time_steps(trainer) -> List[float]:
     return times
 
 
-def steady_step_time(times: List[float], start: float, period: int = 1) -> float:
+def steady_step_time(times: List[float], start: float) -> float:
     """Median seconds per step over the last quarter of training: after densification and the
-    CoC start, on warm kernels (gsplat's first call may build them: minutes). With ``period`` > 1
-    (``coc_every``: one CoC step, then period − 1 cheaper ones) the median is of the mean step of
-    each run of ``period`` consecutive steps."""
-    ends = [start] + times
-    durations = np.diff(ends)[-max(period, len(times) // 4) :]
-    durations = durations[len(durations) % period :].reshape(-1, period).mean(axis=1)
+    CoC start, on warm kernels (gsplat's first call may build them: minutes)."""
+    durations = np.diff([start] + times)[-max(1, len(times) // 4) :]
     return float(np.median(durations))
 
 
@@ -248,15 +245,13 @@ def psnr_where_photo_in_focus(pipeline, scene: Path) -> Optional[Dict[str, float
 
 
 def learned_aperture(model, dataset, dataparser_scale: float) -> Dict[str, Any]:
-    """K relative to its unit (``aperture_floor`` and hold included) per training view: the median
+    """K relative to its unit (``aperture_floor`` included) per training view: the median
     over the Gaussians of h_θ's output for that view's camera (``cocogs-export``'s summary), and
-    the median over the views (a collapsed aperture, docs/results.md Cycles scene, shows as ~0)."""
+    the median over the views (a collapsed aperture, docs/experiments.md, Cycles scene, shows as ~0)."""
     if not model.config.coc_enabled:
         return {}
-    from cocogs_nerfstudio.export import depth_of_field_summary  # imports nerfstudio's exporter (open3d)
-
     summary = depth_of_field_summary(model, dataset.cameras, dataset.image_filenames, dataparser_scale)
-    unit = float(model.aperture_unit)
+    unit = float(model.lens.aperture_unit)
     per_view = [photo["aperture_K_median"] / unit for photo in summary["photos"]]
     return {"aperture_relative_median": round(float(np.median(per_view)), 4),
             "aperture_relative_per_view": [round(k, 4) for k in per_view]}
@@ -268,7 +263,7 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path, seed: int, im
                          args.data_settings)
     trainer = seeded_trainer(cfg)
     model = trainer.pipeline.model
-    initial_focus = model.focus_distance().detach().tolist() if model.config.coc_enabled else None
+    initial_focus = model.lens.focus_distance().detach().tolist() if model.config.coc_enabled else None
     step_ends = time_steps(trainer)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -286,7 +281,7 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path, seed: int, im
         "steps": args.steps,
         "train_s": round(train_s, 1),
         "s_per_step": round(train_s / args.steps, 4),
-        "s_per_step_steady": round(steady_step_time(step_ends, start, getattr(model.config, "coc_every", 1)), 4),
+        "s_per_step_steady": round(steady_step_time(step_ends, start), 4),
         "gaussians": int(model.num_points),
         **{k: metrics[k] for k in ("psnr", "ssim", "lpips") if k in metrics},
         "config": str(out / "runs" / args.scene.name / cfg.method_name / cfg.timestamp / "config.yml"),
@@ -336,7 +331,7 @@ def profile(trainer, args: argparse.Namespace, path: Path, steps: int = 5, frame
     if model.config.coc_enabled:
         camera = pipeline.datamanager.eval_dataset.cameras[0:1].to(device)
         camera.rescale_output_resolution(args.preview_width / float(camera.width))
-        focus = float(model.focus_distance().detach().median())
+        focus = float(model.lens.focus_distance().detach().median())
 
         def previews() -> None:
             for _ in range(frames):
@@ -465,7 +460,7 @@ def views_and_speed(variant: str, pipeline, args: argparse.Namespace, out: Path,
     if measure_speed:
         result["fps_sharp"] = round(render_fps(model, camera, model.get_outputs_for_camera, repeats), 2)
     if variant == "cocogaussian":
-        focus = model.focus_distance().detach()
+        focus = model.lens.focus_distance().detach()
         result["learned_focus"] = [round(float(f), 3) for f in focus]
         mid = float(focus.median())
         preview = lambda cam: model.render_defocused(cam, mid, 1.0)  # noqa: E731
@@ -634,7 +629,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--downscale", type=int, default=None, help="image folder images_K (LLFF layout)")
     parser.add_argument("--seeds", default="42", help="comma-separated seeds: every variant runs with each")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                        help="a CoCoGaussian model setting, e.g. --set coc_render_scale=0.5 (repeatable)")
+                        help="a CoCoGaussian model setting, e.g. --set sharp_loss_weight=1 (repeatable)")
     parser.add_argument("--lr", dest="rates", action="append", default=[], metavar="GROUP=LR",
                         help="CoCoGaussian's learning rate of an optimizer group, e.g. --lr focus=5e-3 (repeatable)")
     parser.add_argument("--data-set", dest="data_settings", action="append", default=[], metavar="KEY=VALUE",

@@ -5,15 +5,13 @@ field photo that is the subject: the blurred background gets no points (real_def
 3,002 lie on the cans), and Gaussians grown from the subject never reach it. Here every training
 photo is cut into cells; a cell that no SfM point projects into gets points along rays through it,
 at depths behind the SfM points (log-uniform in ``depth_scale`` × the far SfM depth: the part of a
-defocused photo without points is usually the blurred far background), coloured by the photo,
-each with the width of its cell at its depth (for an optional cap on the initial Gaussian size:
-splatfacto's, from the three nearest points, follows the depth spread of these scattered points).
+defocused photo without points is usually the blurred far background), coloured by the photo.
 A scene whose points cover its photos gets none. Plain tensor functions, no nerfstudio imports.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -61,12 +59,11 @@ def background_points(
     far_quantile: float = 0.98,
     min_empty_share: float = 0.0,
     seed: int = 0,
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """(xyz [Q, 3], rgb uint8 [Q, 3], cell width [Q]): points in the cells of the photos
+) -> Tuple[Tensor, Tensor]:
+    """(xyz [Q, 3], rgb uint8 [Q, 3]): points in the cells of the photos
     (``cells_across`` along the longer side) that no SfM point of ``points`` [P, 3] projects into;
     about ``num_points`` × the fraction of all cells that are empty, spread evenly over the empty
-    cells. The cell width is that of the point's cell at its depth along its ray (``cell`` × z / fx),
-    in world units.
+    cells.
 
     ``c2w`` [N, 3, 4] camera-to-world (OpenGL axes), intrinsics per camera [N]; ``images`` [H, W, 3]
     floats in [0, 1] colour the points (grey without them); a callable ``i → image`` is called only
@@ -88,7 +85,7 @@ def background_points(
     n_pairs = sum(len(e) for e in per_camera)
     all_z = torch.cat(depths) if depths else torch.zeros(0)
     if n_pairs == 0 or num_points <= 0 or len(all_z) == 0 or n_pairs < min_empty_share * n_cells:
-        return torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.uint8), torch.zeros(0)
+        return torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.uint8)
     far = float(torch.quantile(all_z, far_quantile))
     log_lo, log_hi = torch.log(torch.tensor(depth_scale, dtype=torch.float32) * far)
     total = num_points * n_pairs / n_cells
@@ -98,7 +95,7 @@ def background_points(
     per_pair[extra] += 1
     pairs = torch.cat([torch.cat([torch.full((len(e), 1), i), e], 1) for i, e in enumerate(per_camera)])
     pairs = pairs.repeat_interleave(per_pair, 0)
-    xyz, rgb, cell_width = [], [], []
+    xyz, rgb = [], []
     for i in range(len(c2w)):
         rc = pairs[pairs[:, 0] == i, 1:].float()
         k = len(rc)
@@ -109,7 +106,6 @@ def background_points(
         z = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(k, generator=gen))
         ray = torch.stack([(u - float(cx[i])) / float(fx[i]), -(v - float(cy[i])) / float(fy[i]), -torch.ones(k)], -1)
         xyz.append(c2w[i, :3, 3] + (z[:, None] * ray) @ c2w[i, :3, :3].T)
-        cell_width.append(cell * z / float(fx[i]))
         if images is not None:
             img = (images(i) if callable(images) else images[i]).float().cpu()
             rows = (v * img.shape[0] / height).long().clamp(0, img.shape[0] - 1)
@@ -117,4 +113,4 @@ def background_points(
             rgb.append((img[rows, cols, :3] * 255).round().clamp(0, 255).to(torch.uint8))
         else:
             rgb.append(torch.full((k, 3), 128, dtype=torch.uint8))
-    return torch.cat(xyz), torch.cat(rgb), torch.cat(cell_width)
+    return torch.cat(xyz), torch.cat(rgb)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Tuple
 
 import torch
@@ -18,20 +17,8 @@ class BlendCNN(nn.Module):
     as in the official code. The logits of the M+1 renders are soft-maxed per pixel.
     """
 
-    def __init__(self, width: int = 64, num_renders: int = 5, sharp_weight: float = 0.0) -> None:
-        """``sharp_weight`` > 0 (not in the paper): a learnable logit offset per render, set so that
-        the base (sharp, last) render starts with this blend weight on a uniform CNN output, the
-        CoC renders sharing the rest; the model then starts as plain 3DGS and blends the blurred
-        renders in where the photos ask for it. 0: no offsets (paper)."""
+    def __init__(self, width: int = 64) -> None:
         super().__init__()
-        self.offsets = None
-        if sharp_weight > 0:
-            if not 0 < sharp_weight < 1:
-                raise ValueError(f"sharp_weight {sharp_weight}: expected 0 (off) or a weight in (0, 1)")
-            others = (1.0 - sharp_weight) / (num_renders - 1)
-            init = torch.zeros(num_renders)
-            init[-1] = math.log(sharp_weight / others)
-            self.offsets = nn.Parameter(init)
         self.net = nn.Sequential(
             nn.Conv2d(3, width, 5, padding=2),
             nn.ReLU(),
@@ -45,8 +32,6 @@ class BlendCNN(nn.Module):
     def weights(self, images: Tensor) -> Tensor:
         """Blend weights [M+1, H, W, 1] (sum to 1 per pixel) for images [M+1, H, W, 3]."""
         logits = self.net(images.permute(0, 3, 1, 2))  # [M+1, 1, H, W]
-        if self.offsets is not None:
-            logits = logits + self.offsets[:, None, None, None]
         return torch.softmax(logits, dim=0).permute(0, 2, 3, 1)
 
     def forward(self, images: Tensor, cnn_size: Optional[Tuple[int, int]] = None) -> Tuple[Tensor, Tensor]:

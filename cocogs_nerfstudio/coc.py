@@ -17,6 +17,7 @@ Two forms of the CoC diameter are offered (see ../shared/paper/NOTES.md, "Units 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -44,20 +45,6 @@ def coc_diameter(
     raise ValueError(f"unknown CoC form {form!r}")
 
 
-def in_focus_weight(
-    depth: Tensor, focus: Tensor | float, aperture: Tensor | float, focal_px: float | Tensor, tolerance_px: float,
-    form: CocForm = "world",
-) -> Tensor:
-    """Per-pixel weight of the sharp-render loss (not in the paper): 1 where the CoC (Eq. 7) at the
-    pixel's rendered depth, projected to pixels (× f/z), is at most ``tolerance_px``, and
-    ``(tolerance_px / c)²`` beyond it (the share of the blur disc's area one in-focus pixel covers).
-
-    Args: depth z [...] (positive); focus d_F; aperture K; focal_px: focal length in pixels.
-    """
-    coc = coc_pixels(depth, focus, aperture, focal_px, form)
-    return (tolerance_px / coc.clamp_min(1e-12)).square().clamp(max=1.0)
-
-
 def coc_pixels(
     depth: Tensor, focus: Tensor | float, aperture: Tensor | float, focal_px: float | Tensor, form: CocForm = "world"
 ) -> Tensor:
@@ -66,20 +53,15 @@ def coc_pixels(
     return coc_diameter(depth, focus, aperture, form) * focal_px / depth
 
 
-def floored_aperture(relative: Tensor, floor: float, form: Literal["linear", "soft"] = "linear") -> Tensor:
-    """Relative aperture K (h_θ's, ≥ 0) kept at or above ``floor`` (not in the paper).
+def floored_aperture(relative: Tensor, floor: float) -> Tensor:
+    """Relative aperture K (h_θ's, ≥ 0) kept above ``floor`` (not in the paper): ``K + f·exp(−K/f)``.
 
-    ``linear``: f + (1 − f)·K, the same 1 at K = 1 but a slope of 1 − f everywhere. ``soft``:
-    K + f·exp(−K/f), monotone, f at K = 0 and K to within f·e^(−1/f) where K ≥ 1 (slope 1 − e^(−K/f)):
-    a floor that is only there once K has fallen towards it.
+    Monotone, f at K = 0 and within f·e^(−1/f) of K where K ≥ 1, so the floor only acts once K has
+    fallen towards it: a collapsed aperture keeps a small blur, and with it a gradient. f ≤ 0: K.
     """
     if floor <= 0:
         return relative
-    if form == "linear":
-        return floor + (1.0 - floor) * relative
-    if form == "soft":
-        return relative + floor * torch.exp(-relative / floor)
-    raise ValueError(f"aperture floor form {form!r}: expected 'linear' or 'soft'")
+    return relative + floor * torch.exp(-relative / floor)
 
 
 def coc_means(means: Tensor, diameter: Tensor, beta: Tensor, directions: Tensor) -> Tensor:
@@ -98,22 +80,19 @@ def coc_scales(scales: Tensor, factors: Tensor) -> Tensor:
     return scales[None] * factors
 
 
-def spread_scales(scales: Tensor, diameter: Tensor, spread: float) -> Tensor:
-    """CoC-set scales widened by the blur disc (not in the paper): ``sqrt(s² + (spread·σ/2)²)``.
-
-    A disc of radius σ/2 has a standard deviation of σ/4 along each axis; M offset copies of a small
-    Gaussian cover it only in M spots, and Eq. 10 caps the copies at δs_max × the base scale, so a
-    large blur is otherwise matched by widening the *base* Gaussians. ``spread`` = 0 is Eq. 10.
-    Args: scales [M, N, 3] (activated); diameter σ [N]; returns [M, N, 3].
-    """
-    if spread <= 0:
-        return scales
-    return torch.sqrt(scales**2 + (0.5 * spread * diameter)[None, :, None] ** 2)
-
-
 def coc_quats(quats: Tensor, factors: Tensor) -> Tensor:
     """Rotations of the CoC sets (Eq. 11): ``q_m = q_B × δq_m`` element-wise; [N, 4], [M, N, 4]."""
     return quats[None] * factors
+
+
+@dataclass
+class CocSets:
+    """The M CoC Gaussian sets of one camera (Eqs. 9-11), opacities and colours shared with the base."""
+
+    means: Tensor  # µ_m [M, N, 3] (Eq. 9)
+    scales: Tensor  # s_m [M, N, 3], activated (Eq. 10)
+    quats: Tensor  # q_m [M, N, 4] (Eq. 11)
+    aperture: Tensor  # K [N] in world units (Eq. 7), × the caller's aperture multiplier
 
 
 def bounded_factor(raw: Tensor, max_value: float) -> Tensor:

@@ -233,11 +233,6 @@ class DeblurNerfDataParserConfig(DataParserConfig):
     """background_points only when at least this share of the photos' cells has no SfM point (drinks:
     0.51; fern, the Blender and floor scenes, the Blender scene with triangulated points: 0.05-0.11):
     photos the SfM points cover, frame edges aside, keep their points as they are."""
-    background_max_size: float = 0.0
-    """Initial scale of a background point's Gaussian at most this many widths of its cell at its
-    depth. 0: splatfacto's scale for every point (mean distance to the three nearest points), which
-    on these scattered points follows their spread in depth (drinks at 390×260: ~60 px, 2.6 cells).
-    Measured on drinks (docs/results.md): 0.5 makes CPU steps at 390×260 4× faster but costs 0.6-1.3 dB."""
 
 
 class DeblurNerfDataParser(DataParser):
@@ -270,7 +265,7 @@ class DeblurNerfDataParser(DataParser):
             return torch.from_numpy(np.asarray(Image.open(outputs.image_filenames[i]).convert("RGB"), dtype=np.float32) / 255)
 
         sfm = outputs.metadata["points3D_xyz"]
-        xyz, rgb, width = background_points(
+        xyz, rgb = background_points(
             cams.camera_to_worlds, cams.fx[:, 0], cams.fy[:, 0], cams.cx[:, 0], cams.cy[:, 0],
             int(cams.width[0, 0]), int(cams.height[0, 0]), sfm, self.config.background_points, image,
             min_empty_share=self.config.background_min_empty,
@@ -281,8 +276,6 @@ class DeblurNerfDataParser(DataParser):
                     "leave the training photos empty")
         outputs.metadata["points3D_xyz"] = torch.cat([sfm.float(), xyz.to(sfm.device)])
         outputs.metadata["points3D_rgb"] = torch.cat([outputs.metadata["points3D_rgb"].to(torch.uint8), rgb])
-        if self.config.background_max_size > 0:  # the pipeline caps the last len(xyz) seed points' scales
-            outputs.metadata["background_points_size"] = self.config.background_max_size * width
 
     _cache: Optional[Path] = None
 

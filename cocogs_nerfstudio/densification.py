@@ -20,38 +20,28 @@ def merge_render_infos(infos: Sequence[Dict[str, Any]], combine: Literal["sum", 
     """One info dict for the strategy from the renders of one step (base render first).
 
     An info holds one render, or several of one batch (``means2d`` [R, N, 2], ``radii`` [R, N]:
-    the CoC sets rendered together). The screen-space gradients (``means2d.grad``, and
-    ``.absgrad`` where the rasterizer provides it) of all renders are summed, or averaged (the
-    official code), per base Gaussian; a Gaussian counts as visible where any render saw it
-    (``radii`` is the largest of its radii). Renders of another size than the base render
-    (``coc_render_scale``) are converted to its pixels first: a gradient per pixel of a render s
-    times the size is s times a gradient per base pixel.
+    the CoC sets rendered together), all of one image size. The screen-space gradients
+    (``means2d.grad``, and ``.absgrad`` where the rasterizer provides it) of all renders are summed,
+    or averaged (the official code), per base Gaussian; a Gaussian counts as visible where any
+    render saw it (``radii`` is the largest of its radii).
     """
     if len(infos) == 1 and infos[0]["radii"].shape[0] == 1:
         return infos[0]
     base = infos[0]
     count = sum(info["radii"].shape[0] for info in infos)
 
-    def in_base_pixels(info: Dict[str, Any], grad: Tensor) -> Tensor:
-        sx, sy = info["width"] / base["width"], info["height"] / base["height"]
-        return grad if (sx, sy) == (1.0, 1.0) else torch.stack([grad[..., 0] * sx, grad[..., 1] * sy], dim=-1)
-
     def total(attr: str) -> Optional[Tensor]:
-        parts = [(info, getattr(info["means2d"], attr, None)) for info in infos]
-        parts = [in_base_pixels(info, part) for info, part in parts if part is not None]
+        parts = [getattr(info["means2d"], attr, None) for info in infos]
+        parts = [part for part in parts if part is not None]
         if not parts:
             return None
         summed = torch.cat(parts, 0).sum(0, keepdim=True)
         return summed / count if combine == "mean" else summed
 
-    def radii(info: Dict[str, Any]) -> Tensor:
-        scale = min(info["width"] / base["width"], info["height"] / base["height"])
-        return info["radii"] if scale == 1.0 else torch.ceil(info["radii"] / scale).to(info["radii"].dtype)
-
     proxy = torch.zeros_like(base["means2d"][:1].detach())
     proxy.grad = total("grad")
     proxy.absgrad = total("absgrad")  # type: ignore[attr-defined]
-    merged_radii = torch.cat([radii(info) for info in infos], 0).amax(0, keepdim=True)
+    merged_radii = torch.cat([info["radii"] for info in infos], 0).amax(0, keepdim=True)
     return {**base, "means2d": proxy, "radii": merged_radii, "n_cameras": 1}
 
 
@@ -78,3 +68,27 @@ class CocStrategy(DefaultStrategy):
         if n_prune > 0:
             remove(params=params, optimizers=optimizers, state=state, mask=is_prune)
         return n_prune
+
+
+def make_strategy(cfg: Any, num_train_images: int) -> CocStrategy:
+    """The strategy for a Splatfacto-style model config ``cfg`` (its densification settings), with
+    the opacity reset and size pruning as the config's own switches."""
+    reset_every = cfg.reset_alpha_every * cfg.refine_every
+    return CocStrategy(
+        prune_opa=cfg.cull_alpha_thresh,
+        grow_grad2d=cfg.densify_grad_thresh,
+        grow_scale3d=cfg.densify_size_thresh,
+        grow_scale2d=cfg.split_screen_size,
+        prune_scale3d=cfg.cull_scale_thresh,
+        prune_scale2d=cfg.cull_screen_size,
+        refine_scale2d_stop_iter=cfg.stop_screen_size_at,
+        refine_start_iter=cfg.warmup_length,
+        refine_stop_iter=cfg.stop_split_at,
+        reset_every=reset_every if cfg.opacity_reset else 2**31,
+        refine_every=cfg.refine_every,
+        pause_refine_after_reset=num_train_images + cfg.refine_every if cfg.opacity_reset else 0,
+        absgrad=cfg.use_absgrad,
+        revised_opacity=False,
+        verbose=True,
+        size_prune_after=reset_every if cfg.size_pruning else None,
+    )

@@ -2,8 +2,8 @@
 
 The paper initialises every d_F to the mean distance from the camera to the SfM points. When
 the photos focus at different depths (near/far focus stacks, the Deblur-NeRF scenes), that puts
-every d_F in the middle and training has to move it a long way; measured on the Blender scene it
-mostly does not get there. Here each image's d_F starts where its photo is sharpest instead:
+every d_F in the middle and training has to move it a long way, further than it gets on the
+rendered near/far scenes (docs/experiments.md). Here each image's d_F starts where its photo is sharpest instead:
 
 1. local sharpness s_ip of image i at the projection of SfM point p (box-filtered squared
    gradient of the luminance);
@@ -41,10 +41,9 @@ def local_sharpness(image: Tensor, window: int = 5) -> Tensor:
 
 
 def project_points(
-    points: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int, depth: bool = False
+    points: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Pixel coordinates [P, 2], camera distances [P] (``depth``: z along the viewing axis
-    instead) and in-view mask [P] of world points.
+    """Pixel coordinates [P, 2], distances from the camera centre [P] and in-view mask [P] of world points.
 
     ``viewmat`` is world→camera in OpenCV axes (z forward), ``K`` the 3×3 intrinsics.
     """
@@ -52,7 +51,7 @@ def project_points(
     z = cam[:, 2]
     uv = (cam[:, :2] / z.clamp_min(1e-9)[:, None]) * torch.stack([K[0, 0], K[1, 1]]) + torch.stack([K[0, 2], K[1, 2]])
     inside = (z > 1e-6) & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
-    return uv, (z if depth else cam.norm(dim=-1)), inside
+    return uv, cam.norm(dim=-1), inside
 
 
 def visible_points(
@@ -62,10 +61,8 @@ def visible_points(
 
     The image is cut into cells ``width / cells_across`` pixels wide (at least 1 px); a point is
     hidden when a point in its cell or the 8 around it is more than ``tolerance`` (relative) nearer:
-    a depth discontinuity, not the slope of one surface seen at a grazing angle (0.3 against 0.05:
-    the same init on the Cycles scene and the floor, closer on the Blender scene's points;
-    docs/results.md "Cycles scene"). Cells scale with the image, so the test means the same at
-    every resolution (measured on 100-pixel-wide photos).
+    a depth discontinuity, not the slope of one surface seen at a grazing angle (docs/experiments.md,
+    "Cycles scene"). Cells scale with the image, so the test means the same at every resolution.
     """
     ids = torch.nonzero(inside).squeeze(1)
     if ids.numel() == 0:
@@ -88,7 +85,6 @@ def focus_from_sharpness(
     top_fraction: float = 0.1,
     min_points: int = 10,
     occlusion: Union[bool, Literal["auto"]] = False,
-    depth: bool = False,
     switch: float = 0.3,
 ) -> Tensor:
     """d_F per image [N]: median distance of the points it shows relatively sharpest (see module doc).
@@ -101,8 +97,6 @@ def focus_from_sharpness(
     (or of all points, when they see none). ``occlusion``: each image counts only the points
     :func:`visible_points` keeps; "auto": an image takes that estimate only where it differs from
     the plain one by more than ``switch`` (relative), i.e. where hidden points decided it.
-    ``depth``: z along each camera's viewing axis instead of the distance from its centre (the
-    model's ``focus_plane``).
 
     Memory grows with the (image, point) pairs actually seen, never with images × points: one
     image is projected at a time and only the points it sees are kept.
@@ -115,7 +109,7 @@ def focus_from_sharpness(
     fallback: List[Tensor] = []  # median distance of every point, for images that see none
     for i, image in enumerate(images):  # each image projected and its sharpness measured once
         h, w = image.shape[:2]
-        uv, d, inside = project_points(points, viewmats[i].float(), Ks[i].float(), w, h, depth)
+        uv, d, inside = project_points(points, viewmats[i].float(), Ks[i].float(), w, h)
         sharp = local_sharpness(image.to(device))
         for mask in masks:
             ids = torch.nonzero(inside if mask == "plain" else visible_points(uv, d, inside, w)).squeeze(1)

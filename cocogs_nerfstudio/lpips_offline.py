@@ -8,7 +8,9 @@ line that says how to provide the file, and evaluation goes on without the LPIPS
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -68,3 +70,17 @@ def make_lpips() -> nn.Module:
         return LPIPSUnavailable()
     lpips.available = True
     return lpips
+
+
+@contextmanager
+def lpips_deferred() -> Iterator[None]:
+    """Within: torchmetrics' LPIPS class is a no-op stand-in, so that Splatfacto's setup does not
+    download AlexNet weights (offline: a urllib traceback); the model builds LPIPS itself after."""
+    import torchmetrics.image.lpip as lpip
+
+    original = lpip.LearnedPerceptualImagePatchSimilarity
+    lpip.LearnedPerceptualImagePatchSimilarity = LPIPSUnavailable  # type: ignore[misc, assignment]
+    try:
+        yield
+    finally:
+        lpip.LearnedPerceptualImagePatchSimilarity = original  # type: ignore[misc]

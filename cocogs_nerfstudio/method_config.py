@@ -11,65 +11,26 @@ The baseline of every comparison is either preset with ``--pipeline.model.coc-en
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional, Type
-
-import numpy as np
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.schedulers import ExponentialDecayScheduler, ExponentialDecaySchedulerConfig
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
-from torch.optim import Optimizer, lr_scheduler
-from torch.optim.lr_scheduler import LRScheduler
 
 from cocogs_nerfstudio.cocogaussian import CoCoGaussianModelConfig
 from cocogs_nerfstudio.dataparser import DeblurNerfDataParserConfig
 from cocogs_nerfstudio.pipeline import CoCoGaussianPipelineConfig
 
 
-@dataclass
-class RampedDecaySchedulerConfig(ExponentialDecaySchedulerConfig):
-    """``lr_pre_warmup`` until ``warmup_steps`` (the CoC start: no gradient reaches the group before
-    it), then a ramp from 0 to the learning rate over ``ramp_steps`` (``ramp``: 'cosine', a sine
-    quarter, or 'linear'), then exponential decay to ``lr_final`` at ``max_steps``."""
-
-    _target: Type = field(default_factory=lambda: RampedDecayScheduler)
-    ramp_steps: int = 0
-
-
-class RampedDecayScheduler(ExponentialDecayScheduler):
-    config: RampedDecaySchedulerConfig
-
-    def get_scheduler(self, optimizer: Optimizer, lr_init: float) -> LRScheduler:
-        cfg = self.config
-        start, end = cfg.warmup_steps, cfg.warmup_steps + cfg.ramp_steps
-        lr_final = lr_init if cfg.lr_final is None else cfg.lr_final
-
-        def factor(step: int) -> float:  # the parent's expressions, so that ramp_steps 0 matches it
-            if step < start:
-                return cfg.lr_pre_warmup / lr_init
-            if step < end:  # from 0, shaped as the parent's warm-up (``ramp``: a sine quarter by default)
-                x = (step - start) / cfg.ramp_steps
-                return (0.0 + (lr_init - 0.0) * (np.sin(0.5 * np.pi * x) if cfg.ramp == "cosine" else x)) / lr_init
-            t = np.clip((step - end) / max(cfg.max_steps - end, 1), 0, 1)
-            return np.exp(np.log(lr_init) * (1 - t) + np.log(lr_final) * t) / lr_init
-
-        return lr_scheduler.LambdaLR(optimizer, lr_lambda=factor)
-
-
-def _adam(lr: float, lr_final: float | None, max_steps: int, start: int = 0, ramp: Optional[int] = None) -> dict:
-    """Adam; with ``lr_final``, ``lr`` until step ``start``, then (``ramp`` not None) a ramp from 0
-    over ``ramp`` steps, then exponential decay to ``lr_final``."""
+def _adam(lr: float, lr_final: float | None, max_steps: int, start: int = 0) -> dict:
+    """Adam; with ``lr_final``, ``lr`` until step ``start``, then exponential decay to ``lr_final``."""
     scheduler = None
     if lr_final is not None:
-        schedule = dict(lr_final=lr_final, max_steps=max_steps, warmup_steps=start, lr_pre_warmup=lr)
-        if ramp is None:
-            scheduler = ExponentialDecaySchedulerConfig(**schedule)
-        else:
-            scheduler = RampedDecaySchedulerConfig(**schedule, ramp_steps=ramp)
+        scheduler = ExponentialDecaySchedulerConfig(
+            lr_final=lr_final, max_steps=max_steps, warmup_steps=start, lr_pre_warmup=lr
+        )
     return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": scheduler}
 
 
@@ -80,19 +41,13 @@ def make_trainer_config(
     means_lr: float = 1.6e-4,
     network_lr: float = 1e-3,
     focus_lr: float = 1e-3,
-    coc_mlp_ramp: int = 0,
     steps_per_eval_image: int = 100,
     steps_per_eval_all_images: int = 1000,
     steps_per_save: int = 2000,
     quit_on_train_completion: bool = False,
 ) -> TrainerConfig:
     """A CoCoGaussian TrainerConfig. The learning rates of the MLP, CNN and d_F decay ×0.01 from the
-    step CoC modelling starts (the official code), before which they receive no gradient. Not in
-    the paper: ``coc_mlp_ramp`` > 0 ramps h_θ's learning rate up from 0 over that many steps first
-    (``--optimizers.coc-mlp.scheduler.ramp-steps``). Measured on the small preset with 100
-    (docs/results.md, Cycles scene): it keeps the Cycles scene's aperture from collapsing early
-    (seed 44: +2.9 dB) but costs the Blender scene 0.37 dB and the real drinks photos 0.44 dB
-    (1.18 dB where they are in focus): off."""
+    step CoC modelling starts (the official code), before which they receive no gradient."""
     model = model or CoCoGaussianModelConfig()
     start = model.coc_start_step
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -125,7 +80,7 @@ def make_trainer_config(
                     lr_final=5e-7, max_steps=max_steps, warmup_steps=1000, lr_pre_warmup=0
                 ),
             },
-            "coc_mlp": _adam(network_lr, network_lr / 100, max_steps, start, coc_mlp_ramp),
+            "coc_mlp": _adam(network_lr, network_lr / 100, max_steps, start),
             "blend_cnn": _adam(network_lr, network_lr / 100, max_steps, start),
             "focus": _adam(focus_lr, focus_lr / 100, max_steps, start),
         },
@@ -137,7 +92,7 @@ def make_trainer_config(
 def small_model_config(**overrides) -> CoCoGaussianModelConfig:
     """Model settings for ~600-step CPU runs on small images (the demo scene, tests)."""
     settings = dict(
-        coc_start_step=0,  # measured: CoC from the first step beats a 50-step 3DGS warm-up
+        coc_start_step=0,  # CoC from the first step (a short 3DGS warm-up did worse)
         num_downscales=0,
         warmup_length=100,
         refine_every=50,

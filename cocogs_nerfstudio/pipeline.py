@@ -1,14 +1,16 @@
-"""The training pipeline: nerfstudio's, plus the per-image focus initialisation of CoCoGaussian and
-an optional cap on the initial size of the background seed points."""
+"""The training pipeline: nerfstudio's, plus the per-image focus initialisation of CoCoGaussian."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import List, Type
 
-import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+NETWORK_GROUPS = ("coc_mlp", "blend_cnn", "focus")
+"""Optimizer groups of h_θ, the blend CNN and d_F (they train from ``coc_start_step``)."""
 
 
 @dataclass
@@ -27,28 +29,12 @@ class CoCoGaussianPipeline(VanillaPipeline):
 
     def __init__(self, config: CoCoGaussianPipelineConfig, device: str, *args, **kwargs) -> None:
         super().__init__(config, device, *args, **kwargs)
-        self._size_background_points()
         self._focus_from_gaussians = False
         if getattr(self.model, "initialize_focus", None) is None or not self.model.config.coc_enabled:
             return
         self._initialize_focus()
         # after the photos are loaded (undistortion may change the intrinsics)
         self.model.set_training_focal(float(self.datamanager.train_dataset.cameras.fx.median()))  # type: ignore[union-attr]
-
-    @torch.no_grad()
-    def _size_background_points(self) -> None:
-        """Background seed points (dataparser ``background_points``) start no larger than the
-        dataparser's ``background_max_size`` asks (when set): splatfacto's scale from the three nearest
-        points follows the depth spread of these scattered points."""
-        outputs = getattr(self.datamanager, "train_dataparser_outputs", None)
-        size = None if outputs is None else outputs.metadata.get("background_points_size")
-        scales = getattr(self.model, "gauss_params", {}).get("scales")
-        if size is None or len(size) == 0 or scales is None or getattr(self.model.config, "random_init", True):
-            return
-        if scales.shape[0] != len(outputs.metadata["points3D_xyz"]):
-            return  # not the seed points (loaded elsewhere)
-        tail = scales[-len(size):]
-        tail.copy_(torch.minimum(tail, size.to(tail).log()[:, None]))
 
     def _initialize_focus(self) -> None:
         cameras = self.datamanager.train_dataset.cameras  # type: ignore[union-attr]
@@ -68,6 +54,10 @@ class CoCoGaussianPipeline(VanillaPipeline):
         self.model.initialize_focus(cameras.camera_to_worlds, points, images, cameras.get_intrinsics_matrices())
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        """nerfstudio's callbacks, d_F set again when CoC starts (without SfM points); says so when
+        the networks' learning-rate decay does not start with CoC modelling (``--pipeline.model.coc-start-step``
+        changed alone)."""
+        self._check_network_schedules(training_callback_attributes.optimizers)
         callbacks = super().get_training_callbacks(training_callback_attributes)
         if self._focus_from_gaussians:
             start = self.model.config.coc_start_step
@@ -80,3 +70,17 @@ class CoCoGaussianPipeline(VanillaPipeline):
                 TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], from_trained_gaussians, iters=(start,))
             )
         return callbacks
+
+    def _check_network_schedules(self, optimizers) -> None:
+        cfg = self.model.config
+        if not getattr(cfg, "coc_enabled", False) or optimizers is None:
+            return
+        start = cfg.coc_start_step
+        schedulers = [(group, optimizers.config.get(group, {}).get("scheduler")) for group in NETWORK_GROUPS]
+        late = [group for group, sched in schedulers if sched is not None and sched.warmup_steps != start]
+        if late:
+            CONSOLE.print(
+                f"[yellow]The learning rates of {', '.join(late)} start decaying at another step than CoC modelling "
+                f"({start}): set --optimizers.<group>.scheduler.warmup-steps {start} too.",
+                soft_wrap=True,
+            )

@@ -98,7 +98,6 @@ def rasterize_sets(
     rasterize_mode: Literal["classic", "antialiased"] = "classic",
     absgrad: bool = False,
     backend: Backend = "auto",
-    batch: bool = True,
 ) -> Tuple[Tensor, Tensor, List[Dict[str, Any]]]:
     """S sets of the same N Gaussians (the CoC sets, Eqs. 10-12: moved, rescaled and rotated per
     set; opacities and colours shared) rendered RGB by one camera.
@@ -107,38 +106,24 @@ def rasterize_sets(
         means [S, N, 3], quats [S, N, 4], scales [S, N, 3] (activated), opacities [N] (activated),
         colors [N, D] or SH [N, K, 3] with ``sh_degree``, viewmats [1, 4, 4], Ks [1, 3, 3].
     Returns:
-        renders [S, H, W, D], alphas [S, H, W, 1] and the renders' info dicts for the strategy
-        (:func:`~cocogs_nerfstudio.densification.merge_render_infos` merges either form): one info
-        of the S sets, rendered in one batch as if by S cameras (gsplat: one projection, one tile
-        sort, one rasterization, a fifth of the kernels a step launches; torch: one projection and
-        shading of the S·N Gaussians, then each set composited); with ``batch=False`` one info per
-        set, rendered one by one. Same images, gradients and merged statistics.
+        renders [S, H, W, D], alphas [S, H, W, 1] and, for the strategy, the info of the S sets
+        rendered in one batch as if by S cameras (gsplat: one projection, one tile sort, one
+        rasterization; torch: one projection and shading of the S·N Gaussians, then each set
+        composited): the same images and gradients as S separate :func:`rasterize` calls.
     """
     if means.shape[0] == 0:  # M = 0: no CoC sets
         channels = 3 if sh_degree is not None else colors.shape[-1]
         return means.new_zeros(0, height, width, channels), means.new_zeros(0, height, width, 1), []
-    if batch and select_backend(means.device, backend) == "gsplat":
+    if select_backend(means.device, backend) == "gsplat":
         return _rasterize_sets_gsplat(
             means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane, eps2d,
             sh_degree, rasterize_mode, absgrad,
         )  # fmt: skip
-    if batch:
-        render, alpha, info = rasterize_sets_torch(
-            means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=near_plane,
-            far_plane=far_plane, eps2d=eps2d, sh_degree=sh_degree, rasterize_mode=rasterize_mode, absgrad=absgrad,
-        )  # fmt: skip
-        return render, alpha, [info]
-    renders, alphas, infos = [], [], []
-    for m in range(means.shape[0]):
-        render, alpha, info = rasterize(
-            means[m], quats[m], scales[m], opacities, colors, viewmats, Ks, width, height,
-            near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=sh_degree,
-            rasterize_mode=rasterize_mode, absgrad=absgrad, backend=backend,
-        )  # fmt: skip
-        renders.append(render)
-        alphas.append(alpha)
-        infos.append(info)
-    return torch.cat(renders), torch.cat(alphas), infos
+    render, alpha, info = rasterize_sets_torch(
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=near_plane,
+        far_plane=far_plane, eps2d=eps2d, sh_degree=sh_degree, rasterize_mode=rasterize_mode, absgrad=absgrad,
+    )  # fmt: skip
+    return render, alpha, [info]
 
 
 def _rasterize_sets_gsplat(

@@ -96,7 +96,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             raise SystemExit(f"--camera-index {args.camera_index}: the model has {len(cameras)} training cameras")
         index = args.camera_index
     controls = model.depth_of_field
-    learned = float(model.focus_distance(index)) if args.camera_path is None else float(controls.focus.value)
+    learned = float(model.lens.focus_distance(index)) if args.camera_path is None else float(controls.focus.value)
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
 

@@ -474,7 +474,6 @@ def rasterize_torch(
         cols = depths[..., None]
         if backgrounds is not None:
             backgrounds = backgrounds.new_zeros(C, 1)
-    D = cols.shape[-1]
 
     render, alpha = _composite(radii, means2d, depths, conics, opac, cols, width, height, backgrounds, absgrad, max_pairs)
     if render_mode in ("ED", "RGB+ED"):

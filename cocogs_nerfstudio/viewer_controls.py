@@ -14,16 +14,16 @@ in alphabetical order of attribute name). Every change re-renders the view.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple, Union
 
 from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerCheckbox, ViewerControl, ViewerSlider
-from torch import nn
+from torch import Tensor, nn
 
 
 class DepthOfFieldControls(nn.Module):
     """The viewer's aperture / focus controls of a CoCoGaussian model (holds no parameters)."""
 
-    def __init__(self, num_train_images: int, focus_of_image: Callable[[int], float]) -> None:
+    def __init__(self, num_train_images: int, focus_of_image: Callable[[int], Union[float, Tensor]]) -> None:
         super().__init__()
         self._focus_of_image = focus_of_image
         self.preview = ViewerCheckbox("Defocus preview", False, hint="Render with the CoC model (h_θ, M sets, blend CNN)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from cocogs_nerfstudio.background_points import background_points, empty_cells
@@ -32,7 +31,7 @@ def test_points_fill_only_the_empty_cells_behind_the_sfm_points() -> None:
     empty, _ = empty_cells(sfm, c2w[0], F, F, CX, CY, W, H, cell=4)
     assert empty.tolist() == [[False, False, True, True]] * 3
 
-    xyz, rgb, width = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 120, [image], cells_across=4, depth_scale=(1.5, 6.0))
+    xyz, rgb = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 120, [image], cells_across=4, depth_scale=(1.5, 6.0))
     # 6 of 12 cells are empty: 120 × 6/12 points, 10 in each
     assert len(xyz) == 60
     z = -xyz[:, 2]
@@ -43,15 +42,13 @@ def test_points_fill_only_the_empty_cells_behind_the_sfm_points() -> None:
     assert counts.reshape(3, 4)[:, 2:].eq(10).all()
     assert (z >= 1.5 * 2.0 - 1e-4).all() and (z <= 6.0 * 2.0 + 1e-4).all()  # behind the far SfM depth
     assert (rgb == torch.tensor([0, 255, 0], dtype=torch.uint8)).all()  # the photo's colour there
-    # a 4 px cell at depth z with f = 10 px is 0.4 z world units wide (z = 3: 1.2)
-    assert width == pytest.approx(0.4 * z, rel=1e-5)
 
 
 def test_photos_covered_by_sfm_points_get_none() -> None:
     sfm = _pixel_points([2, 6, 10, 14], [2, 6, 10], 3.0)
     c2w, fx, fy, cx, cy = _camera(2)
-    xyz, rgb, width = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 1000, None, cells_across=4)
-    assert xyz.shape == (0, 3) and rgb.shape == (0, 3) and width.shape == (0,)
+    xyz, rgb = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 1000, None, cells_across=4)
+    assert xyz.shape == (0, 3) and rgb.shape == (0, 3)
 
 
 def test_a_moved_camera_sees_its_own_empty_cells() -> None:
@@ -59,7 +56,7 @@ def test_a_moved_camera_sees_its_own_empty_cells() -> None:
     sfm = _pixel_points([2, 6, 10, 14], [2, 6, 10], 2.0)
     c2w, fx, fy, cx, cy = _camera(2)
     c2w[1, 0, 3] = 1.6  # 8 px at depth 2: the points move 8 px to the left
-    xyz, _, _ = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 240, None, cells_across=4)
+    xyz, _ = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 240, None, cells_across=4)
     assert len(xyz) == 240 * 6 / 24
     rel = xyz - c2w[1, :, 3]
     u = F * rel[:, 0] / -rel[:, 2] + CX
@@ -70,8 +67,8 @@ def test_none_below_the_empty_share() -> None:
     """Half the cells are empty: points with min_empty_share 0.4, none with 0.6."""
     sfm = _pixel_points([2, 6], [2, 6, 10], 2.0)
     c2w, fx, fy, cx, cy = _camera()
-    few, _, _ = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 120, None, cells_across=4, min_empty_share=0.4)
-    none, _, _ = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 120, None, cells_across=4, min_empty_share=0.6)
+    few, _ = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 120, None, cells_across=4, min_empty_share=0.4)
+    none, _ = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 120, None, cells_across=4, min_empty_share=0.6)
     assert len(few) == 60 and len(none) == 0
 
 
@@ -86,43 +83,8 @@ def test_photos_are_read_only_when_they_get_points() -> None:
         read.append(i)
         return torch.ones(H, W, 3)
 
-    xyz, rgb, _ = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 240, load, cells_across=4)
+    xyz, rgb = background_points(c2w, fx, fy, cx, cy, W, H, sfm, 240, load, cells_across=4)
     assert read == [1] and len(xyz) == 60 and (rgb == 255).all()
     read.clear()
     background_points(c2w, fx, fy, cx, cy, W, H, sfm, 240, load, cells_across=4, min_empty_share=0.5)
     assert read == []  # 25% of the cells are empty: below the share, no photo is read
-
-
-def test_background_gaussians_start_at_most_the_size_asked(shared_data, tmp_path, monkeypatch) -> None:
-    """Drinks: the scattered background points get sizes from their nearest neighbours, set by their
-    spread in depth (tens of pixels across); with ``background_max_size`` 0.5 the pipeline starts
-    them at most half a cell of their photo wide, and leaves the SfM points' sizes as splatfacto
-    sets them."""
-    from helpers import trainer_config
-
-    from cocogs_nerfstudio.runs import seeded_trainer
-
-    monkeypatch.setenv("COCOGS_CACHE", str(tmp_path / "cache"))
-    cfg = trainer_config(shared_data / "real_defocus_drinks", tmp_path, steps=1, name="bg", coc_enabled=False)
-    cfg.pipeline.datamanager.dataparser.downscale_factor = 48
-    cfg.pipeline.datamanager.dataparser.make_downscaled = True
-    cfg.pipeline.datamanager.dataparser.background_max_size = 0.5
-    pipeline = seeded_trainer(cfg).pipeline
-    meta = pipeline.datamanager.train_dataparser_outputs.metadata
-    size, xyz = meta["background_points_size"], meta["points3D_xyz"]
-    cams = pipeline.datamanager.train_dataparser_outputs.cameras
-    cell = max(int(cams.width[0]), int(cams.height[0])) / 16
-    centres = cams.camera_to_worlds[:, :3, 3]
-    n = len(size)
-    assert 1000 < n < 4000 and pipeline.model.num_points == len(xyz)
-    scales = pipeline.model.scales.detach().exp()
-    # splatfacto's size: mean distance to the three nearest seed points, the same on all three axes
-    knn = torch.cdist(xyz.double(), xyz.double()).topk(4, largest=False).values[:, 1:].mean(1).float()
-    assert torch.allclose(scales[:-n], knn[:-n, None].expand(-1, 3), rtol=1e-4)
-    assert torch.allclose(scales[-n:], torch.minimum(knn[-n:], size)[:, None].expand(-1, 3), rtol=1e-4)
-    assert (knn[-n:] > size).float().mean() > 0.9  # the cap, not the neighbours, sets almost all
-    # half a cell at the point's depth: between the nearest and the farthest camera's view of it
-    dist = (xyz[-n:, None] - centres[None]).norm(dim=-1)
-    f = float(cams.fx[0])
-    assert (size >= 0.5 * cell * dist.min(1).values / f * 0.5).all()
-    assert (size <= 0.5 * cell * dist.max(1).values / f * 1.0001).all()

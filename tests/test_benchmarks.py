@@ -147,9 +147,9 @@ def test_several_seeds_are_summarised_by_mean_and_spread() -> None:
     summary = bench.by_variant(results)
     assert summary["cocogaussian"]["psnr"] == 24.5 and summary["cocogaussian"]["psnr_std"] == 0.5
     assert summary["baseline"]["psnr_min"] == 20.0 and summary["baseline"]["seeds"] == [1, 2]
-    meta = {"scene": "s", "size": "cpu", "steps": 10, "date": "d", "machine": "m", "commit": "c", "settings": {"coc_render_scale": 0.5}}
+    meta = {"scene": "s", "size": "cpu", "steps": 10, "date": "d", "machine": "m", "commit": "c", "settings": {"sharp_loss_weight": 1.0}}
     table = bench.markdown(results, meta)
-    assert "seeds 1, 2" in table and "coc_render_scale=0.5" in table
+    assert "seeds 1, 2" in table and "sharp_loss_weight=1.0" in table
     assert "| cocogaussian | 24.50 ± 0.50 (24.00–25.00) |" in table
     assert "| PSNR not below the baseline | +3.50 dB | yes |" in table  # targets on the means
 
@@ -161,11 +161,9 @@ def test_model_settings_from_the_command_line() -> None:
         bench.parse_settings(["no_such_setting=1"])
 
 
-def test_steady_step_time_is_the_median_of_the_last_quarter_per_period() -> None:
-    """The last quarter's median step; with ``coc_every`` 2 (CoC steps of 1.0 s between steps of
-    0.2 s) the median of the pairs' means, 0.6 s, not whichever kind of step the median picks."""
+def test_steady_step_time_is_the_median_of_the_last_quarter() -> None:
+    """The median step of the last quarter: the slow first steps (5 s) do not count."""
     durations = [5.0] * 21 + [1.0, 0.2, 1.0, 0.2, 1.0, 0.2, 1.0]  # 28 steps: the last quarter is the last 7
     ends = list(itertools.accumulate(durations))
     assert bench.steady_step_time(ends, 0.0) == pytest.approx(1.0)
-    assert bench.steady_step_time(ends, 0.0, period=2) == pytest.approx(0.6)
-    assert bench.steady_step_time(ends[:-1], 0.0, period=2) == pytest.approx(0.6)  # 6 steps: 3 whole pairs
+    assert bench.steady_step_time(ends[:-1], 0.0) == pytest.approx(0.6)  # 27 steps: the last 6, median (1 + 0.2) / 2

@@ -16,11 +16,11 @@ from cocogs_nerfstudio.coc import (
     coc_scales,
     fixed_directions,
     floored_aperture,
-    in_focus_weight,
     frequency_encode,
     thin_lens_blur_px,
 )
 from cocogs_nerfstudio.coc_mlp import CocMLP
+from cocogs_nerfstudio.losses import in_focus_weights
 
 
 def test_coc_diameter_by_hand() -> None:
@@ -140,59 +140,31 @@ def test_blend_at_a_smaller_size_uses_the_weights_of_the_shrunk_renders() -> Non
     assert torch.allclose(blended, (w * images).sum(0)) and not torch.allclose(w, plain_w)
 
 
-def test_blend_sharp_weight_starts_on_the_sharp_render_and_learns() -> None:
-    cnn = BlendCNN(width=8, num_renders=5, sharp_weight=0.8)
-    torch.nn.init.zeros_(cnn.net[-1].weight)  # a uniform CNN output: the offsets alone decide
-    images = torch.rand(5, 6, 7, 3, requires_grad=True)
-    blurred, weights = cnn(images)
-    assert weights[:, 2, 3, 0].tolist() == pytest.approx([0.05, 0.05, 0.05, 0.05, 0.8], abs=1e-6)
-    (blurred - images[0].detach()).abs().mean().backward()  # target = a CoC render
-    assert cnn.offsets.grad[-1] > 0 and (cnn.offsets.grad[:-1] < 0).any()  # descent lowers the sharp share
-    with pytest.raises(ValueError, match="sharp_weight"):
-        BlendCNN(sharp_weight=1.0)
-    assert BlendCNN().offsets is None  # off by default: the paper's blend, the same checkpoint keys
-
-
-def test_spread_scales_add_the_disc_radius_in_quadrature() -> None:
-    from cocogs_nerfstudio.coc import spread_scales
-
-    scales = torch.tensor([[[0.3, 0.4, 1.0]], [[0.0, 0.1, 0.2]]])  # [M=2, N=1, 3]
-    diameter = torch.tensor([1.6])  # radius 0.8; spread 0.5: + 0.4 in quadrature
-    out = spread_scales(scales, diameter, 0.5)
-    expected = torch.tensor([[[0.5, 0.4 * 2**0.5, (1.0 + 0.16) ** 0.5]], [[0.4, 0.17**0.5, 0.2**0.5]]])
-    assert torch.allclose(out, expected, atol=1e-6)
-    assert spread_scales(scales, diameter, 0.0) is scales  # Eq. 10 alone
-    # in focus (σ = 0) nothing changes
-    assert torch.equal(spread_scales(scales, torch.zeros(1), 0.5), scales)
-
-
 def test_in_focus_weight_by_hand() -> None:
     """CoC in pixels = σ(z) · f / z; weight 1 up to the tolerance, (tolerance / CoC)² beyond."""
     depth = torch.tensor([4.0, 2.0, 3.6, 8.0])
     # world form, K = 0.1, f = 100 px, d_F = 4: CoC = 100 · 0.1 · |1/z − 1/4| = 0, 2.5, 0.28, 1.25 px
     coc = coc_pixels(depth, 4.0, 0.1, 100.0, "world")
     assert coc.tolist() == pytest.approx([0.0, 2.5, 10 * (1 / 3.6 - 0.25), 1.25])
-    w = in_focus_weight(depth, 4.0, 0.1, 100.0, 1.0, "world")
+    w = in_focus_weights(coc, 1.0)
     assert w.tolist() == pytest.approx([1.0, (1 / 2.5) ** 2, 1.0, (1 / 1.25) ** 2])
+    assert in_focus_weights(coc, 0.0).item() == 1.0  # no tolerance: every pixel weighs 1
     # sensor form: σ = K|1/z − 1/d_F| in world units at z, so CoC = 100 · 0.1 · 0.25 / 2 = 1.25 px at z = 2
-    w = in_focus_weight(depth[1:2], 4.0, 0.1, 100.0, 0.5, "sensor")
+    w = in_focus_weights(coc_pixels(depth[1:2], 4.0, 0.1, 100.0, "sensor"), 0.5)
     assert w.tolist() == pytest.approx([(0.5 / 1.25) ** 2])
 
 
-def test_floored_aperture_linear_and_soft_by_hand() -> None:
-    """Linear: f + (1 − f)K. Soft: K + f·exp(−K/f): f at K = 0, K + f/e at K = f, within f·e^(−4) of
-    K = 1 for f = ¼, never below f, and its slope 1 − exp(−K/f) reaches h_θ's K."""
+def test_floored_aperture_by_hand() -> None:
+    """K + f·exp(−K/f): f at K = 0, K + f/e at K = f, within f·e^(−4) of K = 1 for f = ¼, never
+    below f, and its slope 1 − exp(−K/f) reaches h_θ's K."""
     k = torch.tensor([0.0, 0.25, 1.0, 3.0], requires_grad=True)
-    assert torch.allclose(floored_aperture(k, 0.25, "linear"), torch.tensor([0.25, 0.4375, 1.0, 2.5]))
-    soft = floored_aperture(k, 0.25, "soft")
+    soft = floored_aperture(k, 0.25)
     e = math.exp(1.0)
     expected = torch.tensor([0.25, 0.25 + 0.25 / e, 1.0 + 0.25 * math.exp(-4.0), 3.0 + 0.25 * math.exp(-12.0)])
     assert torch.allclose(soft, expected)
     soft.sum().backward()
     assert torch.allclose(k.grad, torch.tensor([0.0, 1 - 1 / e, 1 - math.exp(-4.0), 1 - math.exp(-12.0)]))
     grid = torch.linspace(0, 2, 201)
-    assert bool((floored_aperture(grid, 0.25, "soft") >= 0.25).all())
-    assert bool((floored_aperture(grid, 0.25, "soft").diff() > 0).all())
-    assert floored_aperture(k, 0.0, "soft") is k
-    with pytest.raises(ValueError, match="'hard'"):
-        floored_aperture(k, 0.25, "hard")  # type: ignore[arg-type]
+    assert bool((floored_aperture(grid, 0.25) >= 0.25).all())
+    assert bool((floored_aperture(grid, 0.25).diff() > 0).all())
+    assert floored_aperture(k, 0.0) is k

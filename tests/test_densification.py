@@ -72,14 +72,3 @@ def test_size_pruning_is_its_own_switch() -> None:
         n = strategy._prune_gs(params, optimizers, state, step=50)
         assert len(params["means"]) == survivors and n == 3 - survivors, size_prune_after
         assert optimizers["means"].param_groups[0]["params"][0] is params["means"]
-
-
-def test_a_half_size_render_counts_in_base_pixels() -> None:
-    """A render at half the size: its per-pixel gradients are twice the per-base-pixel ones, so
-    they count half; its radii count double."""
-    base = _info([[1.0, 0.0], [0.0, 0.0]], [3, 0])
-    half = _info([[2.0, -4.0], [0.0, 2.0]], [0, 2])
-    half["width"], half["height"] = 5, 4
-    merged = merge_render_infos([base, half], "sum")
-    assert merged["means2d"].grad.tolist() == [[[2.0, -2.0], [0.0, 1.0]]]
-    assert merged["radii"].tolist() == [[3, 4]] and merged["width"] == 10

@@ -45,8 +45,8 @@ def test_setup_training_step_preview_and_metrics_stay_on_the_gpu(demo_scene: Pat
     with fake_cuda():
         trainer = seeded_trainer(cfg)  # datamanager caches photos "on the GPU", focus init from them
         model = trainer.pipeline.model
-        assert isinstance(model.means, FakeCuda) and isinstance(model.focus_log, FakeCuda)
-        assert bool(model.focus_initialized.all())
+        assert isinstance(model.means, FakeCuda) and isinstance(model.lens.focus_log, FakeCuda)
+        assert bool(model.lens.focus_initialized.all())
         assert model.depth_of_field.focus.min < model.depth_of_field.focus.max
         for step in range(2):
             run_iteration(trainer, step)  # 5 renders, blend CNN, loss, backward, densification stats, Adam
@@ -55,7 +55,7 @@ def test_setup_training_step_preview_and_metrics_stay_on_the_gpu(demo_scene: Pat
 
         model.eval()
         camera, batch = trainer.pipeline.datamanager.next_eval_image(0)
-        preview = model.render_defocused(camera, float(model.focus_distance(0)), 2.0)
+        preview = model.render_defocused(camera, float(model.lens.focus_distance(0)), 2.0)
         assert isinstance(preview["rgb"], FakeCuda) and isinstance(preview["in_focus_weight"], FakeCuda)
         metrics, _ = model.get_image_metrics_and_images(preview, batch)
         assert 0 < metrics["psnr"] < 60 and "lpips" in metrics

@@ -40,8 +40,6 @@ def test_project_points_by_hand() -> None:
     assert uv[1].tolist() == pytest.approx([100 * 0.5 + 50, 100 * 0.25 + 40])
     assert dist[1].item() == pytest.approx(float(np.sqrt(1 + 0.25 + 4)))
     assert inside.tolist() == [True, False, False, False]  # u = 100 is outside a 100-px row; behind; far right
-    _, depth, _ = project_points(points, viewmat, K, 100, 80, depth=True)  # z along the axis (focus_plane)
-    assert depth.tolist() == pytest.approx([2.0, 2.0, -1.0, 2.0])
 
 
 def _left_right_photos() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -124,14 +122,6 @@ def test_occlusion_keeps_hidden_points_from_looking_sharp() -> None:
         [photo0, photo1], viewmats, Ks, points, top_fraction=0.2, occlusion="auto", switch=10.0
     )
     assert torch.equal(never, naive)
-
-
-def test_occlusion_setting_of_older_configs() -> None:
-    """Configs written when ``focus_init_occlusion`` was a bool still mean what they meant."""
-    from cocogs_nerfstudio.cocogaussian import CoCoGaussianModelConfig, _occlusion_mode
-
-    assert CoCoGaussianModelConfig().focus_init_occlusion == "auto"
-    assert [_occlusion_mode(v) for v in ("auto", "on", "off", True, False)] == ["auto", True, False, True, False]
 
 
 def test_sharpness_init_finds_each_demo_photos_focus(demo_scene: Path) -> None:

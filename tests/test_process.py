@@ -73,9 +73,6 @@ def test_processed_scene_trains_evaluates_and_exports(processed, tmp_path: Path)
 
     out, report = processed
     cfg = trainer_config(out, tmp_path, steps=30, name="drinks", coc_start_step=10)
-    # background points start at most half a cell wide: with splatfacto's sizes (~60 px across at
-    # 390×260) the CPU rasterizer takes ~10 s a step
-    cfg.pipeline.datamanager.dataparser.background_max_size = 0.5
     # train on images_4 (97×65), which cocogs-process wrote: the road is what is tested, not the
     # quality, and at full size (390×260) the 30 steps took ~5 of the test command's minutes
     cfg.pipeline.datamanager.dataparser.downscale_factor = 4
@@ -111,7 +108,7 @@ def test_processed_scene_trains_evaluates_and_exports(processed, tmp_path: Path)
     assert dof["coc_form"] == "world" and dof["ply"] == "splat.ply"
     train_names = [p.name for p in trainer.pipeline.datamanager.train_dataset.image_filenames]
     assert [p["image"] for p in dof["photos"]] == train_names
-    focus = [float(model.focus_distance(i)) for i in range(len(train_names))]
+    focus = [float(model.lens.focus_distance(i)) for i in range(len(train_names))]
     assert [p["focus_distance"] for p in dof["photos"]] == pytest.approx(focus, rel=1e-5)
     assert all(p["aperture_K_p10_p90"][0] <= p["aperture_K_median"] <= p["aperture_K_p10_p90"][1] for p in dof["photos"])
     scale = dof["dataparser_scale"]

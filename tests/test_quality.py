@@ -31,7 +31,7 @@ def test_learned_focus_orders_the_training_images_like_the_ground_truth(trained:
     meta = json.loads((demo_scene / "transforms.json").read_text())
     truth = {f["file_path"].split("/")[-1]: f["focus_distance"] for f in meta["frames"] if not f["is_test"]}
     true_focus = torch.tensor([truth[p.name] for p in outputs.image_filenames]) * outputs.dataparser_scale
-    learned = model.focus_distance().detach()
+    learned = model.lens.focus_distance().detach()
     # near-focused images learn a shorter focus than far-focused ones
     for a in (2.0, 3.5):
         for b in (3.5, 6.0):
@@ -87,7 +87,7 @@ def test_viewer_controls_ranges_and_aperture_zero_is_sharp(trained: dict) -> Non
     trainer = trained["cocogaussian"]["trainer"]
     model = trainer.pipeline.model
     dof = model.depth_of_field
-    learned = model.focus_distance().detach()
+    learned = model.lens.focus_distance().detach()
     assert dof.focus.min < float(learned.min()) and float(learned.max()) < dof.focus.max
     assert dof.aperture.min == 0.0 and dof.aperture.max >= 2.0 and dof.aperture.value == 1.0
     assert dof.preview.value is False and dof.setting() is None  # sharp by default
