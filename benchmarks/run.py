@@ -30,6 +30,7 @@ from PIL import Image
 
 from cocogs_nerfstudio.cocogaussian import CoCoGaussianModelConfig
 from cocogs_nerfstudio.dataparser import DeblurNerfDataParserConfig
+from cocogs_nerfstudio.densification import merge_render_infos
 from cocogs_nerfstudio.depth_of_field import depth_of_field_summary
 from cocogs_nerfstudio.method_config import make_trainer_config, small_trainer_config
 from cocogs_nerfstudio.runs import scripted, seeded_trainer
@@ -397,7 +398,8 @@ def step_breakdown(trainer, steps: int = 5) -> Dict[str, float]:
             timed("backward", lambda: sum(losses.values()).backward())()
             timed("optimizer", trainer.optimizers.optimizer_step_all)()
             timed("densification statistics", lambda: model.strategy._update_state(
-                model.gauss_params, model.strategy_state, model.combined_info(), packed=False))()  # fmt: skip
+                model.gauss_params, model.strategy_state, merge_render_infos(model._infos, model.config.densify_grad_combine),
+                packed=False))()  # fmt: skip
     finally:
         cocogaussian.rasterize, cocogaussian.rasterize_sets = rasterize, rasterize_sets
         for module in (getattr(model, "coc_mlp", None), getattr(model, "blend_cnn", None)):
