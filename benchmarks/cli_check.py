@@ -1,6 +1,6 @@
 """The command lines a user runs, end to end on one scene, each as its own process:
 
-    ns-train (short, CoC on early) → ns-eval → ns-export gaussian-splat → cocogs-refocus
+    ns-train (short, CoC on early) → ns-eval → cocogs-export → cocogs-refocus
     → ns-train --load-dir (a resume that must keep training)
 
     python benchmarks/cli_check.py SCENE [--method cocogaussian] [--steps 200] [--coc-start 50] --out DIR
@@ -127,8 +127,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         assert vertices == count, f"{vertices} vertices for {count} Gaussians"
         return f"splat.ply with {vertices} Gaussians (the sharp base Gaussians)"
 
-    checks.run("ns-export", [py, "-m", "nerfstudio.scripts.exporter", "gaussian-splat", "--load-config", str(config),
-                             "--output-dir", str(out / "export")], exported, args.timeout)  # fmt: skip
+    checks.run("cocogs-export", [py, "-m", "cocogs_nerfstudio.export", "--load-config", str(config),
+                                 "--output-dir", str(out / "export")], exported, args.timeout)  # fmt: skip
 
     def refocused() -> str:
         sweeps = {d: len(list((out / "refocus" / d).glob("*.png"))) for d in ("focus_sweep", "aperture_sweep")}

@@ -4,7 +4,7 @@
 # (default 540, under the device tool's 600 s), so what ran comes back either way):
 #   1. parity of the PyTorch rasterizer with gsplat's CUDA kernels (tests/test_rasterizer.py -k parity);
 #   2. the real command lines on the Blender dev scene (400×300): ns-train cocogaussian (short, CoC
-#      from step 50), ns-eval, ns-export gaussian-splat, cocogs-refocus, a resume with --load-dir
+#      from step 50), ns-eval, cocogs-export, cocogs-refocus, a resume with --load-dir
 #      (benchmarks/cli_check.py);
 #   3. the GPU benchmark: baseline, cocogaussian, upper bound; step-time ratio on warm kernels, sharp
 #      and defocus-preview fps at 1920 px wide, peak GPU memory, torch.profiler tables of a CoC step
@@ -61,7 +61,7 @@ timeout "$(limit "${PARITY_TIMEOUT:-200}")" "$PY" -m pytest -q -o addopts= -p no
 fi
 
 if [[ $STAGES == *" 2 "* ]]; then
-stage "2 command lines: ns-train, ns-eval, ns-export, cocogs-refocus, resume"
+stage "2 command lines: ns-train, ns-eval, cocogs-export, cocogs-refocus, resume"
 rm -rf "$WORK/cli"
 timeout "$(limit "${CLI_TIMEOUT:-180}")" "$PY" benchmarks/cli_check.py "$SCENE" --method "$METHOD" --steps "${CLI_STEPS:-200}" \
   --coc-start "${CLI_COC_START:-50}" --out "$WORK/cli" 2>&1 | tee "$OUT/cli.log" || status=1

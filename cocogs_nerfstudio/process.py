@@ -24,6 +24,7 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,7 +71,7 @@ def list_photos(folder: Path) -> List[Path]:
     for p in photos:
         try:
             with Image.open(p) as im:
-                im.verify()
+                im.load()  # decodes every pixel: a truncated file fails here, not as "not registered"
         except (UnidentifiedImageError, OSError) as err:
             raise ProcessError(f"{p}: not a readable image ({err})") from err
     return photos
@@ -326,14 +327,71 @@ def process(
     threads: int = -1,
     seed: int = 0,
     log=print,
+    overwrite: bool = False,
 ) -> ProcessReport:
-    """Photos → nerfstudio scene in ``out`` (see the module docstring); returns the report."""
+    """Photos → nerfstudio scene in ``out`` (see the module docstring); returns the report.
+
+    Never touches the photos, and never deletes or replaces anything it did not write: it refuses an
+    ``out`` that holds the photos, or that is not empty unless ``overwrite``. The scene is built in
+    a temporary folder beside ``out`` and moved into place at the end, so a failed run leaves
+    ``out`` as it was.
+    """
+    check_output_folder(photos_dir, out, overwrite)
+    photos = list_photos(photos_dir)
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.cocogs-process-", dir=out.resolve().parent))
+    try:
+        report = _process_into(photos_dir, photos, staging, max_image_size, shared_camera, matching, min_registered,
+                               threads, seed, log)  # fmt: skip
+        move_into_place(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+WRITTEN = ("transforms.json", "sparse_pc.ply", "process_report.json", "colmap", "images", *[f"images_{f}" for f in DOWNSCALES])
+"""What ``cocogs-process`` writes into OUT; ``--overwrite`` replaces these and nothing else."""
+
+
+def check_output_folder(photos_dir: Path, out: Path, overwrite: bool) -> None:
+    """Refuse an OUT that holds the photos (they would be replaced by undistorted copies) or that is
+    not empty, unless ``overwrite`` (then only the names in ``WRITTEN`` are replaced)."""
+    photos, target = photos_dir.resolve(), out.resolve()
+    if photos == target or photos.is_relative_to(target):
+        raise ProcessError(
+            f"{photos_dir}: the photos are inside the output folder {out}, whose images/ this command writes; "
+            f"choose another output folder (e.g. {out.name}_scene) so that the photos stay as they are"
+        )
+    if target.is_relative_to(photos):
+        raise ProcessError(f"{out}: the output folder is inside the photo folder {photos_dir}; choose one outside it")
+    if target.exists() and not target.is_dir():
+        raise ProcessError(f"{out}: exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise ProcessError(
+            f"{out}: not empty; use another folder, or --overwrite to replace what cocogs-process writes there "
+            f"({', '.join(WRITTEN[:5])}, images_2/4/8; other files are left alone)"
+        )
+
+
+def move_into_place(staging: Path, out: Path) -> None:
+    """Move what ``staging`` holds into ``out`` (made if missing), replacing those names only."""
+    out.mkdir(parents=True, exist_ok=True)
+    for item in sorted(staging.iterdir()):
+        target = out / item.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        shutil.move(str(item), target)
+
+
+def _process_into(
+    photos_dir: Path, photos: List[Path], out: Path, max_image_size: int, shared_camera: bool, matching: str,
+    min_registered: float, threads: int, seed: int, log,
+) -> ProcessReport:  # fmt: skip
+    """:func:`process` into ``out``, a fresh folder of its own."""
     import pycolmap
 
-    photos = list_photos(photos_dir)
-    if out.resolve() == photos_dir.resolve():
-        raise ProcessError(f"{out}: the output folder must not be the photo folder")
-    out.mkdir(parents=True, exist_ok=True)
     work = out / "colmap"
     raw = work / "images"
     t0 = time.perf_counter()
@@ -368,8 +426,6 @@ def process(
     recon.write_binary(best)
     pycolmap.undistort_images(undistorted, best, raw, num_threads=threads)  # images/, sparse/ (PINHOLE)
     recon = pycolmap.Reconstruction(undistorted / "sparse")
-    for sub in ["images", *[f"images_{f}" for f in DOWNSCALES]]:
-        shutil.rmtree(out / sub, ignore_errors=True)
     shutil.move(str(undistorted / "images"), out / "images")
     write_downscaled(out / "images", out)
     final = work / "sparse" / "0"
@@ -411,6 +467,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--matching", default="auto", choices=("auto", "exhaustive", "sequential"))
     parser.add_argument("--min-registered", type=float, default=0.5, help="fail below this fraction registered")
     parser.add_argument("--threads", type=int, default=-1, help="CPU threads (-1: all)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace what an earlier run wrote in OUT (other files there are left alone)")
     parser.add_argument("--verbose", action="store_true", help="show COLMAP's own log")
     args = parser.parse_args(argv)
     try:
@@ -422,7 +480,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     start = time.perf_counter()
     try:
         r = process(args.photos, args.out, args.max_image_size, not args.per_photo_camera, args.matching,
-                    args.min_registered, args.threads)  # fmt: skip
+                    args.min_registered, args.threads, overwrite=args.overwrite)  # fmt: skip
     except ProcessError as err:
         sys.exit(f"error: {err}")
     print(

@@ -28,7 +28,7 @@ def test_gpu_check_runs_every_stage_on_the_cpu(demo_scene: Path, tmp_path: Path)
     names = {"gpu.txt", "parity.log", "cli.log", "cli_check.json", "bench.log", "results.json", "results.md", "figure.png"}
     assert {p.name for p in out.iterdir()} == names
     cli = json.loads((out / "cli_check.json").read_text())
-    assert [c["command"] for c in cli] == ["ns-train", "ns-eval", "ns-export", "refocus", "resume"]
+    assert [c["command"] for c in cli] == ["ns-train", "ns-eval", "cocogs-export", "refocus", "resume"]
     assert all(c["ok"] for c in cli), cli
     assert "Gaussians moved" in cli[-1]["checked"]  # the resumed run trained its Gaussians
     results = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["results"]}

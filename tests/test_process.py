@@ -127,6 +127,79 @@ def test_too_few_photos_and_unreadable_photo_are_named(tmp_path: Path) -> None:
         process(photos, tmp_path / "out")
 
 
+def _photos(folder: Path, sizes=((64, 48),) * 3) -> dict:
+    """Small photos in ``folder``; their bytes by name."""
+    folder.mkdir(parents=True)
+    for i, size in enumerate(sizes):
+        Image.new("RGB", size, (i * 60, 20, 0)).save(folder / f"p{i}.jpg")
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def _tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_photos_inside_the_output_folder_are_refused_and_untouched(tmp_path: Path) -> None:
+    """``cocogs-process scene/images scene``: the output's images/ would replace the photos."""
+    scene = tmp_path / "scene"
+    before = _photos(scene / "images")
+    for photos, out in ((scene / "images", scene), (scene, scene), (scene / "images", scene / "images" / "out")):
+        with pytest.raises(ProcessError, match="inside|output folder"):
+            process(photos, out)
+    assert _tree(scene) == {f"images/{name}": data for name, data in before.items()}
+
+
+def test_a_folder_that_is_not_empty_is_refused_unless_overwrite(tmp_path: Path) -> None:
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    _photos(photos)
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "my_important_photo.jpg").write_bytes(b"precious")
+    (out / "transforms.json").write_text("{}")
+    before = _tree(out)
+    with pytest.raises(ProcessError, match=r"out: not empty; .*--overwrite"):
+        process(photos, out)
+    assert _tree(out) == before
+
+
+def test_a_failed_run_leaves_the_output_folder_as_it_was(tmp_path: Path) -> None:
+    """Photos of two sizes fail after they were copied: nothing of the run is left, beside OUT either."""
+    photos = tmp_path / "photos"
+    _photos(photos, ((64, 48), (64, 48), (48, 64)))
+    for out in (tmp_path / "new", tmp_path / "empty"):
+        if out.name == "empty":
+            out.mkdir()
+        with pytest.raises(ProcessError, match="different sizes"):
+            process(photos, out, log=lambda *_: None)
+        assert (out.name == "empty") == out.exists() and (not out.exists() or not any(out.iterdir()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "photos"]
+
+
+def test_a_truncated_photo_is_named_unreadable(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    _photos(photos, ((160, 120),) * 3)
+    data = (photos / "p1.jpg").read_bytes()
+    (photos / "p1.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ProcessError, match=r"p1\.jpg: not a readable image"):
+        process(photos, tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_overwrite_replaces_what_the_command_wrote_and_nothing_else(processed, drinks_photos: Path, tmp_path: Path) -> None:
+    out, _ = processed
+    copy = tmp_path / "scene"
+    import shutil
+
+    shutil.copytree(out, copy)
+    (copy / "notes.txt").write_text("mine")
+    (copy / "images_8" / "stale.jpg").write_bytes(b"from an earlier run")
+    report = process(drinks_photos, copy, max_image_size=400, threads=2, log=lambda *_: None, overwrite=True)
+    assert (copy / "notes.txt").read_text() == "mine"
+    assert not (copy / "images_8" / "stale.jpg").exists()
+    assert len(list((copy / "images_8").iterdir())) == report.registered
+    assert json.loads((copy / "process_report.json").read_text())["registered"] == report.registered
+    assert not list(tmp_path.glob(".scene.cocogs-process-*"))
+
+
 def test_photos_that_do_not_register_give_a_clear_error(tmp_path: Path) -> None:
     photos = tmp_path / "noise"
     photos.mkdir()
