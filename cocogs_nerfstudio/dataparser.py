@@ -106,6 +106,13 @@ def downscaled_copy(image: Path, factor: int, cache: Path, folder: Optional[str]
     return out
 
 
+def cache_folder(data: Path, factor: int) -> Path:
+    """Where images of ``data`` shrunk by ``factor`` are kept (``$COCOGS_CACHE``, default ~/.cache/cocogs)."""
+    root = Path(os.environ.get("COCOGS_CACHE", Path.home() / ".cache" / "cocogs"))
+    tag = hashlib.sha1(str(data.resolve()).encode()).hexdigest()[:8]
+    return root / f"{data.resolve().name}-{tag}" / f"x{factor}"
+
+
 def shrink_source(data: Path, factor: int) -> Optional[Tuple[Path, int]]:
     """(folder, shrink) to make ``images_factor`` from: the least shrinking of ``images/`` (×1)
     and the ``images_J`` with J dividing ``factor``; None when there is none."""
@@ -150,6 +157,9 @@ def load_poses_bounds(path: Path) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise DataInputError(f"{path}: unreadable ({type(err).__name__}: {err})") from err
     if arr.ndim != 2 or arr.shape[1] != 17:
         raise DataInputError(f"{path}: expected an N×17 array, got shape {arr.shape}")
+    bad = np.nonzero(~np.isfinite(arr).all(axis=1))[0]
+    if len(bad):
+        raise DataInputError(f"{path}: row {bad[0]} (pose and bounds of image {bad[0]}) is not finite: {arr[bad[0]].tolist()}")
     mats = arr[:, :15].reshape(-1, 3, 5).astype(np.float64)
     # LLFF columns [down, right, back] -> OpenGL [right, up, back]
     c2w = np.concatenate([mats[:, :, 1:2], -mats[:, :, 0:1], mats[:, :, 2:3], mats[:, :, 3:4]], axis=2)
@@ -191,6 +201,55 @@ def read_ply_points(path: Path) -> Tuple[np.ndarray, np.ndarray]:
     else:
         rgb = np.full_like(xyz, 128)
     return xyz, rgb.astype(np.uint8)
+
+
+def check_transforms(data: Path, folder: Optional[str] = None) -> dict:
+    """transforms.json of ``data``, checked before nerfstudio's parser reads it: valid JSON, a list of
+    frames, each with a finite 4×4 (or 3×4) ``transform_matrix`` and a ``file_path`` to a readable
+    image (in ``folder`` instead, e.g. images_4, when given); a DataInputError names what is wrong."""
+    path = data / "transforms.json"
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataInputError(f"{path}: not valid JSON ({err.msg}, line {err.lineno} column {err.colno})") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataInputError(f"{path}: unreadable ({err})") from err
+    frames = meta.get("frames") if isinstance(meta, dict) else None
+    if not isinstance(frames, list) or not frames:
+        raise DataInputError(f"{path}: no \"frames\" list")
+    for i, frame in enumerate(frames):
+        name = frame.get("file_path") if isinstance(frame, dict) else None
+        if not isinstance(name, str):
+            raise DataInputError(f"{path}: frame {i} has no file_path")
+        try:
+            matrix = np.asarray(frame["transform_matrix"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataInputError(f"{path}: frame {i} ({name}): no numeric transform_matrix") from err
+        if matrix.shape not in ((4, 4), (3, 4)) or not np.isfinite(matrix).all():
+            raise DataInputError(f"{path}: frame {i} ({name}): transform_matrix must be a finite 4×4, got {matrix.tolist()}")
+        image = data / folder / Path(name).name if folder else data / name
+        if not image.is_file():
+            raise DataInputError(f"{image}: missing (frame {i} of {path})")
+        image_size(image)
+    return meta
+
+
+def check_image_sizes(outputs: DataparserOutputs, source: Path) -> None:
+    """Every image is the size its camera says (``source``: the file that gave the cameras)."""
+    cams = outputs.cameras
+    for i, image in enumerate(outputs.image_filenames):
+        h, w = image_size(image)
+        cw, ch = int(cams.width[i]), int(cams.height[i])
+        if (w, h) != (cw, ch):
+            raise DataInputError(f"{image}: {w}×{h} pixels, but {source} gives its camera {cw}×{ch}")
+
+
+def shrink_cameras(cameras: Cameras, width: int, height: int) -> None:
+    """Cameras rescaled in place to images of ``width`` × ``height`` (intrinsics per axis)."""
+    sx, sy = width / cameras.width.float(), height / cameras.height.float()
+    cameras.fx, cameras.cx = cameras.fx * sx, cameras.cx * sx
+    cameras.fy, cameras.cy = cameras.fy * sy, cameras.cy * sy
+    cameras.width, cameras.height = torch.full_like(cameras.width, width), torch.full_like(cameras.height, height)
 
 
 def transform_points(xyz: np.ndarray, transform: torch.Tensor, scale: float) -> torch.Tensor:
@@ -288,9 +347,7 @@ class DeblurNerfDataParser(DataParser):
             if source is None:
                 raise
         folder, by = source
-        root = Path(os.environ.get("COCOGS_CACHE", Path.home() / ".cache" / "cocogs"))
-        tag = hashlib.sha1(str(data.resolve()).encode()).hexdigest()[:8]
-        self._cache = root / f"{data.resolve().name}-{tag}" / f"x{factor}"
+        self._cache = cache_folder(data, factor)
         CONSOLE.log(f"{data / f'images_{factor}'} missing: using {folder.name}/ shrunk by {by} in {self._cache}")
         for p in list_images(folder):
             downscaled_copy(p, by, self._cache, "images")
@@ -356,8 +413,13 @@ class DeblurNerfDataParser(DataParser):
         )
 
     def _nerfstudio_outputs(self, split: str) -> DataparserOutputs:
+        data, factor = self.config.data, self.config.downscale_factor
+        # images_K for K > 1 as cocogs-process writes them, or (make_downscaled) images/ shrunk into a cache
+        shrink = bool(factor and factor > 1 and not (data / f"images_{factor}").is_dir() and self.config.make_downscaled)
+        folder = f"images_{factor}" if factor and factor > 1 and not shrink else None
+        meta = check_transforms(data, folder)
         cfg = NerfstudioDataParserConfig(
-            data=self.config.data,
+            data=data,
             load_3D_points=self.config.load_3D_points,
             orientation_method=self.config.orientation_method,
             center_method=self.config.center_method,
@@ -365,11 +427,17 @@ class DeblurNerfDataParser(DataParser):
             scale_factor=self.config.scale_factor,
             scene_scale=self.config.scene_scale,
             eval_mode="interval",
-            eval_interval=self.config.hold or find_hold(self.config.data) or DEFAULT_HOLD,
-            downscale_factor=self.config.downscale_factor,  # images_K beside images/, as cocogs-process writes
+            eval_interval=self.config.hold or find_hold(data) or DEFAULT_HOLD,
+            downscale_factor=1 if shrink else factor,
         )
         outputs = _PlyfileNerfstudio(cfg)._generate_dataparser_outputs(split)
-        meta = json.loads((self.config.data / "transforms.json").read_text())
+        check_image_sizes(outputs, data / "transforms.json")
+        if shrink:
+            self._cache = cache_folder(data, factor)
+            CONSOLE.log(f"{data / f'images_{factor}'} missing: using images shrunk by {factor} in {self._cache}")
+            outputs.image_filenames = [downscaled_copy(p, factor, self._cache) for p in outputs.image_filenames]
+            h, w = image_size(outputs.image_filenames[0])
+            shrink_cameras(outputs.cameras, w, h)
         if "depth_range" in meta:  # written by cocogs-process: SfM depths, in the model's world units
             outputs.metadata["depth_range"] = tuple(float(v) * outputs.dataparser_scale for v in meta["depth_range"])
         return outputs

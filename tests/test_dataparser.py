@@ -230,3 +230,72 @@ def test_photos_covered_by_sfm_points_get_no_background_points(shared_data: Path
     plain = _parse(fern, background_points=0)
     assert torch.equal(default.metadata["points3D_xyz"], plain.metadata["points3D_xyz"])
     assert len(_parse(fern, background_min_empty=0.0).metadata["points3D_xyz"]) > len(plain.metadata["points3D_xyz"])
+
+
+def test_a_pose_that_is_not_finite_is_named(shared_data: Path, tmp_path: Path) -> None:
+    scene = _copy_fern(shared_data, tmp_path / "fern")
+    arr = np.load(scene / "poses_bounds.npy")
+    arr[5, 3] = np.nan
+    np.save(scene / "poses_bounds.npy", arr)
+    with pytest.raises(DataInputError, match=r"poses_bounds\.npy: row 5 \(pose and bounds of image 5\) is not finite"):
+        _parse(scene)
+
+
+def _copy_demo(demo_scene: Path, dst: Path) -> Path:
+    shutil.copytree(demo_scene, dst)
+    return dst
+
+
+def _edit_transforms(scene: Path, edit) -> None:  # noqa: ANN001
+    import json
+
+    meta = json.loads((scene / "transforms.json").read_text())
+    edit(meta)
+    (scene / "transforms.json").write_text(json.dumps(meta))
+
+
+def test_bad_transforms_json_is_named_with_what_is_wrong(demo_scene: Path, tmp_path: Path) -> None:
+    """The nerfstudio layout gets the LLFF layout's checks: readable JSON, finite poses, every image
+    there and readable, each the size its camera says."""
+    scene = _copy_demo(demo_scene, tmp_path / "scene")
+    path = scene / "transforms.json"
+    good = path.read_text()
+    path.write_text(good[: len(good) // 2])
+    with pytest.raises(DataInputError, match=rf"{path}: not valid JSON \(.*, line \d+ column \d+\)"):
+        _parse(scene)
+    path.write_text(good)
+    _edit_transforms(scene, lambda m: m["frames"][3]["transform_matrix"][0].__setitem__(3, float("nan")))
+    with pytest.raises(DataInputError, match=r"frame 3 \(images/003\.png\): transform_matrix must be a finite 4×4"):
+        _parse(scene)
+    path.write_text(good)
+    (scene / "images" / "004.png").unlink()
+    with pytest.raises(DataInputError, match=rf"{scene / 'images' / '004.png'}: missing \(frame 4 of {path}\)"):
+        _parse(scene)
+    shutil.copy(demo_scene / "images" / "004.png", scene / "images" / "004.png")
+    (scene / "images" / "005.png").write_bytes(b"\x89PNG truncated")
+    with pytest.raises(DataInputError, match=r"005\.png: unreadable image"):
+        _parse(scene)
+    shutil.copy(demo_scene / "images" / "005.png", scene / "images" / "005.png")
+    from PIL import Image
+
+    with Image.open(scene / "images" / "006.png") as im:
+        im.resize((48, 36)).save(scene / "images" / "006.png")
+    with pytest.raises(DataInputError, match=rf"006\.png: 48×36 pixels, but {path} gives its camera 96×72"):
+        _parse(scene)
+
+
+def test_make_downscaled_works_for_the_nerfstudio_layout(demo_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transforms.json and images/ only: images_2 is made in the cache, the cameras follow."""
+    monkeypatch.setenv("COCOGS_CACHE", str(tmp_path / "cache"))
+    full = _parse(demo_scene)
+    half = _parse(demo_scene, downscale_factor=2, make_downscaled=True)
+    assert all(p.is_relative_to(tmp_path / "cache") and p.parent.name == "images" for p in half.image_filenames)
+    from PIL import Image
+
+    with Image.open(half.image_filenames[0]) as im:
+        assert im.size == (48, 36)
+    assert int(half.cameras.width[0]) == 48 and int(half.cameras.height[0]) == 36
+    assert torch.allclose(half.cameras.fx, full.cameras.fx / 2) and torch.allclose(half.cameras.cy, full.cameras.cy / 2)
+    assert not (demo_scene / "images_2").exists()  # the scene folder is not written
+    with pytest.raises(DataInputError, match="images_2"):  # without make_downscaled: images_2 is named missing
+        _parse(demo_scene, downscale_factor=2)
