@@ -25,3 +25,15 @@ def _allow_numpy_in_checkpoints() -> None:
 
 
 _allow_numpy_in_checkpoints()
+
+
+def _one_line_errors() -> None:
+    """Command-line tools (ns-train, ns-eval, …) report bad input files in one line (:mod:`errors`)."""
+    import sys
+
+    from cocogs_nerfstudio.errors import one_line_excepthook
+
+    sys.excepthook = one_line_excepthook
+
+
+_one_line_errors()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Literal, Optional, Tuple, Type
@@ -33,24 +32,10 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 
 from cocogs_nerfstudio.background_points import background_points
+from cocogs_nerfstudio.errors import DataInputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".exr"}
 DEFAULT_HOLD = 8
-
-
-class DataInputError(ValueError):
-    """Bad input data; the message names the file and what is wrong."""
-
-
-def _one_line_excepthook(exc_type, exc, tb, _previous=sys.excepthook) -> None:  # type: ignore[no-untyped-def]
-    if issubclass(exc_type, DataInputError):
-        print(f"error: {exc}", file=sys.stderr)
-        return
-    _previous(exc_type, exc, tb)
-
-
-# command-line tools (ns-train, ns-eval) print DataInputError as one line, not a traceback
-sys.excepthook = _one_line_excepthook
 
 
 def find_hold(data: Path) -> Optional[int]:

@@ -16,12 +16,12 @@ from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from cocogs_nerfstudio.cocogaussian import CoCoGaussianModelConfig
 from cocogs_nerfstudio.dataparser import DeblurNerfDataParserConfig
 from cocogs_nerfstudio.pipeline import CoCoGaussianPipelineConfig
+from cocogs_nerfstudio.trainer import CoCoGaussianTrainerConfig
 
 
 def _adam(lr: float, lr_final: float | None, max_steps: int, start: int = 0) -> dict:
@@ -45,13 +45,13 @@ def make_trainer_config(
     steps_per_eval_all_images: int = 1000,
     steps_per_save: int = 2000,
     quit_on_train_completion: bool = False,
-) -> TrainerConfig:
+) -> CoCoGaussianTrainerConfig:
     """A CoCoGaussian TrainerConfig. The learning rates of the MLP, CNN and d_F decay ×0.01 from the
     step CoC modelling starts (the official code), before which they receive no gradient."""
     model = model or CoCoGaussianModelConfig()
     start = model.coc_start_step
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return TrainerConfig(
+    return CoCoGaussianTrainerConfig(
         method_name=method_name,
         steps_per_eval_image=steps_per_eval_image,
         steps_per_eval_batch=0,
@@ -107,7 +107,7 @@ def small_model_config(**overrides) -> CoCoGaussianModelConfig:
     return CoCoGaussianModelConfig(**settings)
 
 
-def small_trainer_config(max_steps: int = 600, **model_overrides) -> TrainerConfig:
+def small_trainer_config(max_steps: int = 600, **model_overrides) -> CoCoGaussianTrainerConfig:
     return make_trainer_config(
         method_name="cocogaussian-small",
         max_steps=max_steps,

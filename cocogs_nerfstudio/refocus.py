@@ -67,7 +67,7 @@ def load_model(config: Path):
     _, pipeline, _, _ = eval_setup(config, test_mode="inference")
     model = pipeline.model
     if not getattr(model.config, "coc_enabled", False):
-        raise SystemExit(f"{config}: the model was trained with CoC off; it has no aperture or focus to change")
+        raise SystemExit(f"error: {config}: the model was trained with CoC off; it has no aperture or focus to change")
     model.eval()
     return model, pipeline.datamanager.train_dataset.cameras
 
@@ -84,16 +84,24 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--fps", type=int, default=12)
     parser.add_argument("--no-video", action="store_true")
     args = parser.parse_args(argv)
+    if not args.load_config.is_file():
+        raise SystemExit(f"error: {args.load_config}: no such config file (the config.yml of a run under outputs/)")
+    path = None
+    if args.camera_path is not None:
+        try:
+            path = json.loads(args.camera_path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise SystemExit(f"error: {args.camera_path}: not a readable camera path JSON ({err})") from None
 
     model, cameras = load_model(args.load_config)
-    if args.camera_path is not None:
+    if path is not None:
         from nerfstudio.cameras.camera_paths import get_path_from_json
 
-        cameras = get_path_from_json(json.loads(args.camera_path.read_text()))
+        cameras = get_path_from_json(path)
         index = 0
     else:
         if not 0 <= args.camera_index < len(cameras):
-            raise SystemExit(f"--camera-index {args.camera_index}: the model has {len(cameras)} training cameras")
+            raise SystemExit(f"error: --camera-index {args.camera_index}: the model has {len(cameras)} training cameras")
         index = args.camera_index
     controls = model.depth_of_field
     learned = float(model.lens.focus_distance(index)) if args.camera_path is None else float(controls.focus.value)
