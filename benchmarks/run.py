@@ -1,5 +1,7 @@
-"""Quality and speed, side by side: plain 3DGS, CoCoGaussian and (when the scene has sharp_train/)
-3DGS trained on the all-in-focus photos, the upper bound. Same steps and seed for all.
+"""Quality and speed, side by side: plain 3DGS, CoCoGaussian, (when the scene has sharp_train/)
+3DGS trained on the all-in-focus photos, the upper bound, and (when it has depth/ and each photo's
+true lens) 3DGS trained through the true CoC, the known-lens reference (known_lens.py). Same steps
+and seed for all.
 
     python benchmarks/run.py SCENE [--size cpu|gpu] [--steps N] [--downscale K] [--out DIR]
 
@@ -20,12 +22,14 @@ import os
 import platform
 import subprocess
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from known_lens import KnownLensModelConfig, true_cocs
 from PIL import Image
 
 from cocogs_nerfstudio.cocogaussian import CoCoGaussianModelConfig
@@ -35,7 +39,7 @@ from cocogs_nerfstudio.depth_of_field import depth_of_field_summary
 from cocogs_nerfstudio.method_config import make_trainer_config, small_trainer_config
 from cocogs_nerfstudio.runs import scripted, seeded_trainer
 
-VARIANTS = ("baseline", "cocogaussian", "upper_bound")
+VARIANTS = ("baseline", "cocogaussian", "upper_bound", "known_lens")
 
 
 def gpu_model_config(steps: int, coc: bool) -> CoCoGaussianModelConfig:
@@ -120,6 +124,9 @@ def trainer_config(
         if schedule is not None:
             schedule.lr_pre_warmup *= factor
             schedule.lr_final = None if schedule.lr_final is None else schedule.lr_final * factor
+    if variant == "known_lens":  # plain 3DGS (CoC off) through the true CoC (known_lens.py)
+        model = cfg.pipeline.model
+        cfg.pipeline.model = KnownLensModelConfig(**{f.name: getattr(model, f.name) for f in fields(model) if f.init and f.name != "_target"})
     dp = cfg.pipeline.datamanager.dataparser
     dp.data = scene
     dp.downscale_factor = downscale
@@ -264,6 +271,13 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path, seed: int, im
                          args.data_settings)
     trainer = seeded_trainer(cfg)
     model = trainer.pipeline.model
+    if variant == "known_lens":
+        dataset = trainer.pipeline.datamanager.train_dataset
+        cams = dataset.cameras
+        maps = true_cocs(args.scene, dataset.image_filenames, int(cams.width[0]), int(cams.height[0]))
+        if maps is None:
+            raise SystemExit(f"{args.scene}: known_lens needs depth/NNN.npy and coc_px_per_inv_m for every training photo")
+        model.true_coc = dict(enumerate(maps))
     initial_focus = model.lens.focus_distance().detach().tolist() if model.config.coc_enabled else None
     step_ends = time_steps(trainer)
     if model.device.type == "cuda":
@@ -611,6 +625,9 @@ def targets(by: Dict[str, Dict[str, Any]], size: str) -> List[Tuple[str, str, bo
         checks.append(("≥ 75% of the way to the upper bound", f"{100 * share:.0f}% (of {gap:+.2f} dB)", share >= 0.75))
     else:
         checks.append(("PSNR not below the baseline", f"{gain:+.2f} dB", gain >= 0.0))
+    if "known_lens" in by:
+        behind = coc["psnr"] - by["known_lens"]["psnr"]
+        checks.append(("PSNR ≥ the known-lens reference − 0.2 dB", f"{behind:+.2f} dB", behind >= -0.2))
     if size == "gpu":
         ratio = coc["s_per_step_steady"] / base["s_per_step_steady"]
         checks.append(("training step ≤ 2× the baseline's (last quarter, warm kernels)", f"{ratio:.2f}×", ratio <= 2.0))
@@ -656,6 +673,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     variants = [v for v in args.variants.split(",") if v]
     if "upper_bound" in variants and not (args.scene / "sharp_train").is_dir():
         variants.remove("upper_bound")
+    if "known_lens" in variants and not (args.scene / "depth").is_dir():  # the true CoC needs the depth maps
+        variants.remove("known_lens")
     if args.figures_only:
         from nerfstudio.utils.eval_utils import eval_setup
 

@@ -8,7 +8,7 @@ view (index % 8 == 0) is an all-in-focus test view. ``transforms.json`` stores, 
 ground truth ``focus_distance``, ``aperture_diameter`` and ``coc_px_per_inv_m`` (blur diameter in
 px = that × |1/focus − 1/z|), the same keys as the Blender scenes in ../shared/data.
 ``sharp_train/`` holds all-in-focus twins of the training views (the upper bound of the
-benchmarks) and ``sparse_pc.ply`` an SfM-like point cloud sampled on the visible surfaces.
+benchmarks), ``depth/NNN.npy`` each view's z-depth (the known-lens reference) and ``sparse_pc.ply`` an SfM-like point cloud sampled on the visible surfaces.
 
 ``--layout floor`` makes a second scene with other geometry, aperture and focus pattern (a floor
 whose depth varies continuously, cards at three depths, a far wall; aperture 0.15; every photo
@@ -152,6 +152,15 @@ def render_thin_lens(
     return acc / samples
 
 
+def render_depth(centre: np.ndarray, width: int, height: int, fx: float, planes: Sequence[Plane] = PLANES) -> np.ndarray:
+    """z-depth [H, W] of the surface at each pixel centre of a camera at ``centre`` looking down -z
+    (+inf where no plane is hit): what the blur of the thin-lens renders depends on."""
+    vv, uu = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+    d = np.stack([(uu - width / 2) / fx, -(vv - height / 2) / fx, -np.ones_like(uu)], -1)
+    _, t = trace(np.broadcast_to(centre, d.shape), d, planes)  # |d_z| = 1: t is the z-depth
+    return t
+
+
 def sample_points(n_per_plane: int, seed: int, planes: Sequence[Plane] = PLANES) -> Tuple[np.ndarray, np.ndarray]:
     """SfM-like points: uniform samples on the parts of the planes a centre camera can see."""
     rng = np.random.default_rng(seed)
@@ -242,6 +251,8 @@ def make_demo_scene(
             )
             train.append(name)
         frames.append(frame)
+        (out / "depth").mkdir(exist_ok=True)
+        np.save(out / "depth" / f"{i:03d}.npy", render_depth(c, width, height, fx, planes).astype(np.float32))
     xyz, rgb = sample_points(1500, seed, planes)
     write_ply(out / "sparse_pc.ply", xyz, rgb)
     meta = {

@@ -22,7 +22,7 @@ def test_benchmark_command_writes_results_table_and_figure(demo_scene: Path, tmp
     bench.main([str(demo_scene), "--size", size, "--steps", "20", "--out", str(out)])
     saved = json.loads((out / "results.json").read_text())
     results = {r["variant"]: r for r in saved["results"]}
-    assert list(results) == ["baseline", "cocogaussian", "upper_bound"]
+    assert list(results) == ["baseline", "cocogaussian", "upper_bound", "known_lens"]  # the demo has depth/: the true CoC
     assert saved["meta"]["steps"] == 20 and saved["meta"]["size"] == size
     machine = saved["meta"]["machine"]  # the machine's speed beside its s/step
     assert saved["meta"]["cpu_matmul_gflops"] > 0 and f"{saved['meta']['cpu_matmul_gflops']:.0f} GFLOP/s" in machine
@@ -47,10 +47,11 @@ def test_benchmark_command_writes_results_table_and_figure(demo_scene: Path, tmp
     table = (out / "results.md").read_text()
     assert "| cocogaussian |" in table and "PSNR gain over the baseline ≥ +3 dB" in table
     assert "defocus preview ≥ 30 fps" not in table  # a GPU target
-    # three rows: test view (GT + 3 variants), training view (photo + 3 + twin), focus sweep (5
+    assert "PSNR ≥ the known-lens reference − 0.2 dB" in table and "| known_lens |" in table
+    # three rows: test view (GT + 4 variants), training view (photo + 4 + twin), focus sweep (5
     # frames), 96×72 tiles enlarged 3× (to at least 150 px high)
     fig = Image.open(out / "figure.png")
-    assert fig.size == (3 * 5 * 96, 3 * 3 * 72)
+    assert fig.size == (3 * 6 * 96, 3 * 3 * 72)
 
 
 def _quarter_sharp_photo(scene: Path) -> Path:

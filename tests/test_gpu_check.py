@@ -32,7 +32,7 @@ def test_gpu_check_runs_every_stage_on_the_cpu(demo_scene: Path, tmp_path: Path)
     assert all(c["ok"] for c in cli), cli
     assert "Gaussians moved" in cli[-1]["checked"]  # the resumed run trained its Gaussians
     results = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["results"]}
-    assert list(results) == ["baseline", "cocogaussian", "upper_bound"]
+    assert list(results) == ["baseline", "cocogaussian", "upper_bound", "known_lens"]
     coc = results["cocogaussian"]
     assert coc["wide_size"] == [144, 108] and coc["fps_defocus_preview_wide"] > 0 and coc["s_per_step_steady"] > 0
     assert results["baseline"]["fps_sharp_wide"] > 0
