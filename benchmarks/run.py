@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from error_by_blur import psnr_by_blur
 from known_lens import KnownLensModelConfig, true_cocs
 from PIL import Image
 
@@ -310,6 +311,9 @@ def run_variant(variant: str, args: argparse.Namespace, out: Path, seed: int, im
         if truth is not None:
             result["true_focus"] = truth
     result.update(psnr_where_photo_in_focus(pipeline, args.scene) or {})
+    by_blur = psnr_by_blur(pipeline, args.scene)  # rendered scenes with depth maps: where the error lives
+    if by_blur is not None:
+        result["psnr_by_best_coc"] = by_blur
     result.update(learned_aperture(model, pipeline.datamanager.train_dataset, scale))
     result.update(views_and_speed(variant, pipeline, args, image_dir, measure_speed=True))
     result["step_breakdown"] = step_breakdown(trainer)  # its steps change the model
@@ -589,6 +593,17 @@ def markdown(results: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
         share = next(r["photo_in_focus_share"] for r in results if "photo_in_focus_share" in r)
         lines += ["", f"PSNR where the test photos show detail at their full resolution ({share:.0%} of the pixels; "
                   f"for defocused test photos: where they are in focus): {cells}"]
+    if any("psnr_by_best_coc" in r for r in results):
+        bins = list(next(r["psnr_by_best_coc"] for r in results if "psnr_by_best_coc" in r))
+        shares = next(r["psnr_by_best_coc"] for r in results if "psnr_by_best_coc" in r)
+        lines += ["", "Where the error lives: PSNR of the sharp test views by the smallest true CoC (training-photo px) "
+                  "any training photo has at the surface (share of the test pixels in brackets):", "",
+                  "| variant | seed | " + " | ".join(f"{b} ({shares[b]['share']:.0%})" for b in bins) + " |",
+                  "|---|---|" + "---|" * len(bins)]  # fmt: skip
+        for r in results:
+            if "psnr_by_best_coc" in r:
+                lines.append(f"| {r['variant']} | {r['seed']} | "
+                             + " | ".join(f"{r['psnr_by_best_coc'][b]['psnr']:.2f}" for b in bins) + " |")
     if any("sharpness_background" in r for r in results):
         gt = results[0].get("sharpness_gt_background")
         cells = ", ".join(f"{r['variant']} {r['sharpness_background']:.2e}" for r in results if "sharpness_background" in r)

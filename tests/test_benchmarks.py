@@ -48,6 +48,11 @@ def test_benchmark_command_writes_results_table_and_figure(demo_scene: Path, tmp
     assert "| cocogaussian |" in table and "PSNR gain over the baseline ≥ +3 dB" in table
     assert "defocus preview ≥ 30 fps" not in table  # a GPU target
     assert "PSNR ≥ the known-lens reference − 0.2 dB" in table and "| known_lens |" in table
+    # where the error lives: every demo plane has training photos focused on it, so most test pixels
+    # are a surface some photo shows within 1 px; the bins cover every pixel once
+    bins = coc["psnr_by_best_coc"]
+    assert sum(b["share"] for b in bins.values()) == pytest.approx(1.0) and bins["<1px"]["share"] > 0.5
+    assert "Where the error lives" in table
     # three rows: test view (GT + 4 variants), training view (photo + 4 + twin), focus sweep (5
     # frames), 96×72 tiles enlarged 3× (to at least 150 px high)
     fig = Image.open(out / "figure.png")
