@@ -14,6 +14,7 @@ plain 3DGS (Splatfacto through the same rasterizer): the baseline of every compa
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Optional, Sequence, Tuple, Type, Union
 
@@ -38,6 +39,7 @@ from cocogs_nerfstudio.rasterize import (
     scale_intrinsics,
     viewmats_from_camera_to_worlds,
 )
+from cocogs_nerfstudio.tap_focus import surface_distance
 from cocogs_nerfstudio.viewer_controls import DepthOfFieldControls
 
 
@@ -155,7 +157,7 @@ class CoCoGaussianModel(SplatfactoModel):
         self._infos: List[Dict] = []  # this training step's render infos, for step_post_backward
         self._train_image_sizes: Dict[int, Tuple[int, int]] = {}
         self.defocus_preview: Optional[Tuple[float, float]] = None
-        self.training_focal: Optional[float] = None  # focal length (px) of the training photos
+        self.training_focal: Optional[float] = None  # training photos' focal length (px), set by the pipeline
         self.register_buffer("trained_steps", torch.zeros((), dtype=torch.long))
 
         if cfg.coc_enabled:
@@ -165,7 +167,9 @@ class CoCoGaussianModel(SplatfactoModel):
             )
             self.blend_cnn = BlendCNN(cfg.blend_cnn_width)
             self.lens = Lens(self.num_train_data, cfg.aperture_init, cfg.coc_form, cfg.aperture_floor, cfg.use_aperture)
-            self.depth_of_field = DepthOfFieldControls(self.num_train_data, self.lens.focus_distance)
+            self.depth_of_field = DepthOfFieldControls(
+                self.num_train_data, self.lens.focus_distance, functools.partial(surface_distance, self)
+            )
 
     @torch.no_grad()
     def initialize_focus(
@@ -184,10 +188,6 @@ class CoCoGaussianModel(SplatfactoModel):
             camera_to_worlds, points, images, Ks, cfg.focus_init, cfg.focus_init_occlusion, max_points
         )
         self.depth_of_field.set_focus_range(0.5 * near, 1.5 * far, float(self.lens.focus_unit))
-
-    def set_training_focal(self, focal: float) -> None:
-        """The training photos' focal length in pixels (their median), for ``preview_blend_scale``."""
-        self.training_focal = float(focal)
 
     # ------------------------------------------------------------------ CoC Gaussians
     def coc_gaussian_sets(

@@ -34,7 +34,10 @@ class CoCoGaussianPipeline(VanillaPipeline):
             return
         self._initialize_focus()
         # after the photos are loaded (undistortion may change the intrinsics)
-        self.model.set_training_focal(float(self.datamanager.train_dataset.cameras.fx.median()))  # type: ignore[union-attr]
+        self.model.training_focal = float(self.datamanager.train_dataset.cameras.fx.median())  # type: ignore[union-attr]
+        outputs = getattr(self.datamanager, "train_dataparser_outputs", None)
+        if outputs is not None:  # the viewer speaks the input poses' units too
+            self.model.depth_of_field.input_scale = float(outputs.dataparser_scale)
 
     def _initialize_focus(self) -> None:
         cameras = self.datamanager.train_dataset.cameras  # type: ignore[union-attr]

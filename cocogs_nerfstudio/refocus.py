@@ -3,6 +3,7 @@
     cocogs-refocus --load-config outputs/.../config.yml --output-dir refocus/
         [--camera-index 0 | --camera-path path.json] [--frames 24]
         [--focus F --aperture A]          # one image (or, with --camera-path, one video)
+        [--focus-at X Y [--aperture A]]   # focus on the surface at pixel (X, Y): one image, or an aperture sweep
 
 Without ``--focus``/``--aperture`` it renders, from training camera ``--camera-index`` (or the
 first camera of a nerfstudio camera path), a focus sweep (near → far bound of the scene, learned
@@ -81,6 +82,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--frames", type=int, default=24, help="frames per sweep")
     parser.add_argument("--focus", type=float, default=None, help="focus distance (model world units)")
     parser.add_argument("--aperture", type=float, default=None, help="multiplier of the learned aperture K")
+    parser.add_argument("--focus-at", type=float, nargs=2, default=None, metavar=("X", "Y"),
+                        help="focus on the surface at pixel (X, Y) of the rendered view (column, row)")
     parser.add_argument("--fps", type=int, default=12)
     parser.add_argument("--no-video", action="store_true")
     args = parser.parse_args(argv)
@@ -106,6 +109,26 @@ def main(argv: Optional[List[str]] = None) -> None:
     controls = model.depth_of_field
     learned = float(model.lens.focus_distance(index)) if args.camera_path is None else float(controls.focus.value)
     out = args.output_dir
+    if args.focus_at is not None:  # tap to focus, from the command line
+        from cocogs_nerfstudio.tap_focus import pixel_ray, surface_distance
+
+        x, y = args.focus_at
+        camera = cameras[index : index + 1]
+        if not (0 <= x < int(camera.width) and 0 <= y < int(camera.height)):
+            raise SystemExit(f"error: --focus-at {x:g} {y:g}: outside the {int(camera.width)}×{int(camera.height)} view")
+        focus = surface_distance(model, *pixel_ray(camera, x, y))
+        if focus is None:
+            raise SystemExit(f"error: --focus-at {x:g} {y:g}: no surface at that pixel (background); focus elsewhere")
+        print(f"focus at pixel ({x:g}, {y:g}): {controls.describe(focus)}")
+        if args.aperture is None:  # an aperture sweep at that focus
+            apertures = np.linspace(0.0, 3.0, args.frames)
+            out.mkdir(parents=True, exist_ok=True)
+            save_sequence(render_frames(model, cameras, [(index, focus, float(a)) for a in apertures], "aperture sweep"),
+                          out / "aperture_sweep", args.fps, not args.no_video)  # fmt: skip
+            (out / "sweeps.json").write_text(json.dumps({"focus": focus, "aperture": apertures.tolist(), "camera": index}))
+            print(f"wrote {out}")
+            return
+        args.focus = focus
     out.mkdir(parents=True, exist_ok=True)
 
     if args.focus is not None or args.aperture is not None:

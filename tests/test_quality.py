@@ -124,3 +124,33 @@ def test_refocus_command_writes_frames(trained: dict, tmp_path: Path) -> None:
     assert first.shape == (72, 96, 3) and np.abs(first.astype(int) - last.astype(int)).mean() > 1.0
     main(["--load-config", str(config), "--output-dir", str(tmp_path / "one"), "--focus", "5.0", "--aperture", "2"])
     assert len(list((tmp_path / "one").glob("refocus_*.png"))) == 1
+
+
+@pytest.mark.slow
+def test_tap_to_focus_on_the_near_and_the_far_plane(trained: dict, demo_scene: Path, tmp_path: Path) -> None:
+    """A pixel of each plane in training view 0 (photo 001): the distance along its ray within 10% of
+    the plane's (as the viewer's click sets the focus slider), ``cocogs-refocus --focus-at`` renders
+    there, and the plane clicked is the sharper one; the background pixel is refused."""
+    from cocogs_nerfstudio.refocus import main
+    from cocogs_nerfstudio.tap_focus import pixel_ray, surface_distance
+
+    trainer = trained["cocogaussian"]["trainer"]
+    model = trainer.pipeline.model
+    scale = float(trainer.pipeline.datamanager.train_dataparser_outputs.dataparser_scale)
+    camera = trainer.pipeline.datamanager.train_dataset.cameras[0:1]
+    masks = _plane_masks(demo_scene, 1)  # frame 1 of transforms.json is training view 0
+    config, renders = trained["cocogaussian"]["config"], {}
+    for z in (2.0, 6.0):
+        rows, cols = np.nonzero(masks[z])
+        y, x = int(np.median(rows)), int(cols[np.argmin(np.abs(rows - np.median(rows)))])
+        origin, direction = pixel_ray(camera, x, y)
+        true = z * scale / float(-(camera.camera_to_worlds[0, :, :3].T @ direction)[2])  # depth / cos
+        assert surface_distance(model, origin, direction) == pytest.approx(true, rel=0.1), z
+        out = tmp_path / f"at{z:g}"
+        main(["--load-config", str(config), "--output-dir", str(out), "--focus-at", str(x), str(y), "--aperture", "2"])
+        (png,) = out.glob("refocus_*.png")
+        renders[z] = torch.from_numpy(np.asarray(Image.open(png), dtype=np.float32) / 255)
+    for clicked, other in ((2.0, 6.0), (6.0, 2.0)):
+        assert _gradient_energy(renders[clicked], masks[clicked]) > 1.2 * _gradient_energy(renders[other], masks[clicked])
+    with pytest.raises(SystemExit, match="outside the 96×72 view"):
+        main(["--load-config", str(config), "--output-dir", str(tmp_path / "x"), "--focus-at", "200", "5"])
