@@ -3,8 +3,9 @@
 
 A tiny camera at the ray's origin looking along it renders the sharp Gaussians; the expected depth
 at its centre pixel is the distance along the ray, the distance d of the world CoC form (Eq. 7:
-the distance from the camera centre). Where the Gaussians cover less than half of that pixel
-(accumulation < 0.5) there is no surface to focus on.
+the distance from the camera centre). Its pixels are the training photos' (their focal length):
+magnified beyond that, a surface learned from those photos shows the gaps between its Gaussians.
+Where the Gaussians cover less than half of that pixel (accumulation < 0.5) there is no surface.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from torch import Tensor
 
 PROBE_SIZE = 5  # pixels across the probe camera
-PROBE_FOCAL = 2000.0  # its focal length in pixels: a cone of ~0.15° around the ray
+PROBE_FOCAL = 1000.0  # its focal length in pixels when the training photos' is not known
 
 MIN_ACCUMULATION = 0.5
 
 
-def ray_camera(origin: Sequence[float], direction: Sequence[float]) -> Cameras:
+def ray_camera(origin: Sequence[float], direction: Sequence[float], focal: float = PROBE_FOCAL) -> Cameras:
     """A PROBE_SIZE² pinhole camera at ``origin`` whose optical axis is ``direction`` (nerfstudio axes)."""
     forward = torch.nn.functional.normalize(torch.as_tensor(direction, dtype=torch.float32), dim=0)
     helper = torch.tensor([0.0, 0.0, 1.0]) if forward[2].abs() < 0.9 else torch.tensor([0.0, 1.0, 0.0])
@@ -29,7 +30,7 @@ def ray_camera(origin: Sequence[float], direction: Sequence[float]) -> Cameras:
     up = torch.linalg.cross(right, forward)
     c2w = torch.stack([right, up, -forward, torch.as_tensor(origin, dtype=torch.float32)], dim=1)  # looks down −z
     return Cameras(
-        camera_to_worlds=c2w[None], fx=PROBE_FOCAL, fy=PROBE_FOCAL, cx=PROBE_SIZE / 2, cy=PROBE_SIZE / 2,
+        camera_to_worlds=c2w[None], fx=focal, fy=focal, cx=PROBE_SIZE / 2, cy=PROBE_SIZE / 2,
         width=PROBE_SIZE, height=PROBE_SIZE, camera_type=CameraType.PERSPECTIVE,
     )  # fmt: skip
 
@@ -38,7 +39,9 @@ def ray_camera(origin: Sequence[float], direction: Sequence[float]) -> Cameras:
 def surface_distance(model, origin: Sequence[float], direction: Sequence[float]) -> Optional[float]:
     """Distance from ``origin`` along ``direction`` to the sharp Gaussians' surface (model world
     units), or None where the ray meets no surface."""
-    outputs = model.render_defocused(ray_camera(origin, direction).to(model.device), focus=1.0, aperture_scale=0.0)
+    focal = model.training_focal or PROBE_FOCAL
+    probe = ray_camera(origin, direction, focal).to(model.device)
+    outputs = model.render_defocused(probe, focus=1.0, aperture_scale=0.0)  # aperture 0: the sharp render
     centre = PROBE_SIZE // 2
     if float(outputs["accumulation"][centre, centre]) < MIN_ACCUMULATION:
         return None
@@ -49,5 +52,6 @@ def pixel_ray(camera: Cameras, x: float, y: float) -> tuple[Tensor, Tensor]:
     """(origin, unit direction) of the ray through pixel (x, y) (column, row; pixel centres at +0.5)
     of a one-image camera."""
     c2w = camera.camera_to_worlds.reshape(3, 4)
-    local = torch.tensor([(x + 0.5 - float(camera.cx)) / float(camera.fx), -(y + 0.5 - float(camera.cy)) / float(camera.fy), -1.0])
+    u, v = (x + 0.5 - float(camera.cx)) / float(camera.fx), (y + 0.5 - float(camera.cy)) / float(camera.fy)
+    local = torch.tensor([u, -v, -1.0])
     return c2w[:, 3], torch.nn.functional.normalize(c2w[:, :3] @ local, dim=0)
