@@ -151,7 +151,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             return f"step {before['step']} → {after['step']}, Gaussians moved (max {moved:.2e})"
         return f"step {before['step']} → {after['step']}, {len(g0['means'])} → {len(g1['means'])} Gaussians"
 
-    checks.run("resume", train("resumed", more, "--load-dir", str(run / "nerfstudio_models")), resumed_training, args.timeout)
+    # --max-num-iterations is the total step count, for a resumed run too (trainer.py)
+    checks.run("resume", train("resumed", args.steps + more, "--load-dir", str(run / "nerfstudio_models")),
+               resumed_training, args.timeout)  # fmt: skip
     return _finish(checks, out)
 
 
