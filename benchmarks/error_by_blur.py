@@ -11,15 +11,19 @@ method that uses the blurred photos well gains in the upper bins; in the first, 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+from known_lens import photo_lenses
 from torch import Tensor
 
-BINS: List[Tuple[str, float, float]] = [("<1px", 0.0, 1.0), ("1-2px", 1.0, 2.0), ("2-4px", 2.0, 4.0), (">4px", 4.0, float("inf"))]
+from cocogs_nerfstudio.coc import thin_lens_blur_px
+
+BINS: List[Tuple[str, float, float]] = [
+    ("<1px", 0.0, 1.0), ("1-2px", 1.0, 2.0), ("2-4px", 2.0, 4.0), (">4px", 4.0, float("inf"))
+]  # fmt: skip
 VISIBLE_TOLERANCE = 0.02  # relative depth difference under which a training photo sees the point
 
 
@@ -46,16 +50,17 @@ def best_coc_maps(scene: Path, train, test, scale: float) -> Optional[List[Tenso
     """Per test view, the smallest true CoC [H, W] (training-photo pixels) over the training photos
     that see each pixel's surface (+inf: none does); None without depth maps or lens data.
     ``train``/``test``: nerfstudio datasets (their cameras are in the model frame: distances × ``scale``)."""
-    frames = {Path(f["file_path"]).stem: f for f in json.loads((scene / "transforms.json").read_text())["frames"]}
+    lenses = photo_lenses(scene)
     tc = train.cameras
     W, H = int(tc.width[0]), int(tc.height[0])
     lens, depths = [], []
     for image in train.image_filenames:
-        frame, depth = frames.get(Path(image).stem), _depth_at(scene, Path(image), W, H)
-        if frame is None or not frame.get("coc_px_per_inv_m") or not frame.get("focus_distance") or depth is None:
+        stem = Path(image).stem
+        depth = _depth_at(scene, Path(image), W, H)
+        if stem not in lenses or depth is None:
             return None
-        full_w = np.load(scene / "depth" / f"{Path(image).stem}.npy", mmap_mode="r").shape[1]
-        lens.append((frame["coc_px_per_inv_m"] * W / full_w, frame["focus_distance"]))
+        full_w = np.load(scene / "depth" / f"{stem}.npy", mmap_mode="r").shape[1]
+        lens.append((lenses[stem][0] * W / full_w, lenses[stem][1]))
         depths.append(depth * scale)
     maps = []
     for i, image in enumerate(test.image_filenames):
@@ -63,7 +68,8 @@ def best_coc_maps(scene: Path, train, test, scale: float) -> Optional[List[Tenso
         depth = _depth_at(scene, Path(image), int(cam.width), int(cam.height))
         if depth is None:
             return None
-        points = _camera_points(cam.camera_to_worlds, float(cam.fx), float(cam.fy), float(cam.cx), float(cam.cy), depth * scale)
+        fx, fy, cx, cy = (float(v) for v in (cam.fx, cam.fy, cam.cx, cam.cy))
+        points = _camera_points(cam.camera_to_worlds, fx, fy, cx, cy, depth * scale)
         best = torch.full(depth.shape, float("inf"))
         for j, (k, focus) in enumerate(lens):
             c2w = tc.camera_to_worlds[j]
@@ -74,7 +80,7 @@ def best_coc_maps(scene: Path, train, test, scale: float) -> Optional[List[Tenso
             inside = (z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
             seen_depth = depths[j][v.long().clamp(0, H - 1), u.long().clamp(0, W - 1)]
             visible = inside & ((seen_depth - z).abs() < VISIBLE_TOLERANCE * z)
-            coc = k * (1.0 / (z / scale).clamp_min(1e-6) - 1.0 / focus).abs()
+            coc = thin_lens_blur_px(k, 1.0, (z / scale).clamp_min(1e-6), focus)
             best = torch.where(visible, torch.minimum(best, coc), best)
         maps.append(best)
     return maps
@@ -103,6 +109,7 @@ def psnr_by_blur(pipeline, scene: Path) -> Optional[Dict[str, Dict[str, float]]]
         errors["unseen"][1] += int(unseen.sum())
     total = sum(count for _, count in errors.values())
     return {
-        name: {"psnr": float(-10 * np.log10(max(err / count, 1e-10))) if count else float("nan"), "share": count / total}
+        name: {"psnr": float(-10 * np.log10(max(err / count, 1e-10))) if count else float("nan"),
+               "share": count / total}
         for name, (err, count) in errors.items()
     }

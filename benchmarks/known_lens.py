@@ -17,13 +17,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Type
+from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cocogs_nerfstudio.coc import thin_lens_blur_px
 from cocogs_nerfstudio.cocogaussian import CoCoGaussianModel, CoCoGaussianModelConfig
 
 RADIUS_STEP = 0.25  # px between the blur radii the gather interpolates
@@ -57,18 +58,24 @@ def variable_disc_blur(image: Tensor, coc_px: Tensor) -> Tensor:
     return out.permute(1, 2, 0)
 
 
+def photo_lenses(scene: Path) -> Dict[str, Tuple[float, float]]:
+    """(coc_px_per_inv_m, focus_distance) of every frame of ``transforms.json`` that has both, by
+    file stem: blur diameter in full-size pixels = the first × |1/focus − 1/z|."""
+    frames = json.loads((scene / "transforms.json").read_text())["frames"]
+    return {Path(f["file_path"]).stem: (f["coc_px_per_inv_m"], f["focus_distance"])
+            for f in frames if f.get("coc_px_per_inv_m") and f.get("focus_distance")}  # fmt: skip
+
+
 def true_coc(scene: Path, image: Path, width: int, height: int) -> Optional[Tensor]:
     """The true CoC diameter [height, width] in pixels of training photo ``image`` at that size, or
     None when the scene does not say (no depth map, or the frame has no ``coc_px_per_inv_m``)."""
-    frames = json.loads((scene / "transforms.json").read_text())["frames"]
-    frame = next((f for f in frames if Path(f["file_path"]).stem == image.stem), None)
+    lens = photo_lenses(scene).get(image.stem)
     depth_file = scene / "depth" / f"{image.stem}.npy"
-    if frame is None or not frame.get("coc_px_per_inv_m") or not frame.get("focus_distance") or not depth_file.is_file():
+    if lens is None or not depth_file.is_file():
         return None
     depth = torch.from_numpy(np.load(depth_file).astype(np.float32))
     full_w = depth.shape[1]
-    # no surface (depth +inf): 1/z = 0, the blur of infinity
-    coc = frame["coc_px_per_inv_m"] * (1.0 / depth.clamp_min(1e-6) - 1.0 / frame["focus_distance"]).abs()
+    coc = thin_lens_blur_px(lens[0], 1.0, depth.clamp_min(1e-6), lens[1])  # no surface (z = +inf): the blur of infinity
     coc = F.adaptive_avg_pool2d(coc[None, None], (height, width))[0, 0]
     return coc * (width / full_w)
 
