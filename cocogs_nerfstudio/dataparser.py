@@ -144,7 +144,8 @@ def load_poses_bounds(path: Path) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise DataInputError(f"{path}: expected an N×17 array, got shape {arr.shape}")
     bad = np.nonzero(~np.isfinite(arr).all(axis=1))[0]
     if len(bad):
-        raise DataInputError(f"{path}: row {bad[0]} (pose and bounds of image {bad[0]}) is not finite: {arr[bad[0]].tolist()}")
+        row = int(bad[0])
+        raise DataInputError(f"{path}: row {row} (pose and bounds of image {row}) is not finite: {arr[row].tolist()}")
     mats = arr[:, :15].reshape(-1, 3, 5).astype(np.float64)
     # LLFF columns [down, right, back] -> OpenGL [right, up, back]
     c2w = np.concatenate([mats[:, :, 1:2], -mats[:, :, 0:1], mats[:, :, 2:3], mats[:, :, 3:4]], axis=2)
@@ -190,8 +191,8 @@ def read_ply_points(path: Path) -> Tuple[np.ndarray, np.ndarray]:
 
 def check_transforms(data: Path, folder: Optional[str] = None) -> dict:
     """transforms.json of ``data``, checked before nerfstudio's parser reads it: valid JSON, a list of
-    frames, each with a finite 4×4 (or 3×4) ``transform_matrix`` and a ``file_path`` to a readable
-    image (in ``folder`` instead, e.g. images_4, when given); a DataInputError names what is wrong."""
+    frames, each with a finite 4×4 (or 3×4) ``transform_matrix`` and a ``file_path`` to an image that
+    is there (in ``folder`` instead, e.g. images_4, when given); a DataInputError names what is wrong."""
     path = data / "transforms.json"
     try:
         meta = json.loads(path.read_text())
@@ -211,16 +212,19 @@ def check_transforms(data: Path, folder: Optional[str] = None) -> dict:
         except (KeyError, TypeError, ValueError) as err:
             raise DataInputError(f"{path}: frame {i} ({name}): no numeric transform_matrix") from err
         if matrix.shape not in ((4, 4), (3, 4)) or not np.isfinite(matrix).all():
-            raise DataInputError(f"{path}: frame {i} ({name}): transform_matrix must be a finite 4×4, got {matrix.tolist()}")
+            raise DataInputError(
+                f"{path}: frame {i} ({name}): transform_matrix must be a finite 4×4, got {matrix.tolist()}"
+            )
         image = data / folder / Path(name).name if folder else data / name
         if not image.is_file():
             raise DataInputError(f"{image}: missing (frame {i} of {path})")
-        image_size(image)
+        if i == 0:  # nerfstudio's parser opens it; every image is read once after (check_image_sizes)
+            image_size(image)
     return meta
 
 
 def check_image_sizes(outputs: DataparserOutputs, source: Path) -> None:
-    """Every image is the size its camera says (``source``: the file that gave the cameras)."""
+    """Every image is readable and the size its camera says (``source``: the file that gave the cameras)."""
     cams = outputs.cameras
     for i, image in enumerate(outputs.image_filenames):
         h, w = image_size(image)
@@ -400,8 +404,9 @@ class DeblurNerfDataParser(DataParser):
     def _nerfstudio_outputs(self, split: str) -> DataparserOutputs:
         data, factor = self.config.data, self.config.downscale_factor
         # images_K for K > 1 as cocogs-process writes them, or (make_downscaled) images/ shrunk into a cache
-        shrink = bool(factor and factor > 1 and not (data / f"images_{factor}").is_dir() and self.config.make_downscaled)
-        folder = f"images_{factor}" if factor and factor > 1 and not shrink else None
+        wanted = bool(factor and factor > 1)
+        shrink = wanted and not (data / f"images_{factor}").is_dir() and self.config.make_downscaled
+        folder = f"images_{factor}" if wanted and not shrink else None
         meta = check_transforms(data, folder)
         cfg = NerfstudioDataParserConfig(
             data=data,
